@@ -1,0 +1,46 @@
+"""SQLAlchemy 2 mapped classes, one module per domain; importing this package registers them all."""
+
+from models.accounts import AttemptCounter, User
+from models.audit import AuditEntry
+from models.base import (
+    Base,
+    BatchStatus,
+    CardStatus,
+    JobStatus,
+    OrderStatus,
+    OsFamily,
+    ProductType,
+    Role,
+)
+from models.cards import Card, CardBatch, CardBatchDownload
+from models.catalog import HostingPlan, Line, OsImage, ProductModel, Region, line_os_images
+from models.orders import Instance, Order, ProvisioningJob
+from models.redemption import IdempotencyKey, Redemption
+
+__all__ = [
+    "AttemptCounter",
+    "AuditEntry",
+    "Base",
+    "BatchStatus",
+    "Card",
+    "CardBatch",
+    "CardBatchDownload",
+    "CardStatus",
+    "HostingPlan",
+    "IdempotencyKey",
+    "Instance",
+    "JobStatus",
+    "Line",
+    "Order",
+    "OrderStatus",
+    "OsFamily",
+    "OsImage",
+    "ProductModel",
+    "ProductType",
+    "ProvisioningJob",
+    "Redemption",
+    "Region",
+    "Role",
+    "User",
+    "line_os_images",
+]

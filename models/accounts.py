@@ -1,0 +1,40 @@
+"""Accounts: users (admins and members) and the counters behind failed-attempt limits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, Id, Role, str_enum, utcnow
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[Role] = mapped_column(str_enum(Role, "role"))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    # bumped when the password changes, so tokens issued before stop working
+    token_version: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AttemptCounter(Base):
+    """Failed attempts of one kind by one subject (a username, member or client address).
+
+    Shared through the database so every API process sees the same count.
+    """
+
+    __tablename__ = "attempt_counters"
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    window_started_at: Mapped[datetime]
+    # how many times the limit was hit in a row; the back-off doubles with it
+    strikes: Mapped[int] = mapped_column(default=0)
+    blocked_until: Mapped[datetime | None]

@@ -1,0 +1,107 @@
+"""Card batches, their cards (never the code in clear) and the audited downloads of their codes."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, BatchStatus, CardStatus, Id, ProductType, str_enum, utcnow
+
+
+class CardBatch(Base):
+    __tablename__ = "card_batches"
+    __table_args__ = (
+        CheckConstraint("quantity >= 1", name="quantity_positive"),
+        CheckConstraint(
+            "used_count >= 0 AND disabled_count >= 0 AND used_count + disabled_count <= quantity",
+            name="counts_in_range",
+        ),
+        CheckConstraint("download_count >= 0", name="download_count_not_negative"),
+        Index("ix_card_batches_created", "created_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    batch_no: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    product_type: Mapped[ProductType] = mapped_column(str_enum(ProductType, "product_type"))
+    line_id: Mapped[int] = mapped_column(Id, ForeignKey("lines.id", ondelete="RESTRICT"), index=True)
+    product_model_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("product_models.id", ondelete="RESTRICT"), index=True
+    )
+    hosting_plan_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("hosting_plans.id", ondelete="RESTRICT"), index=True
+    )
+    months: Mapped[int]
+    # the configuration as priced, names included, so catalog edits never change a batch
+    config: Mapped[dict[str, Any]]
+    reference_price: Mapped[Decimal]
+    windows_price: Mapped[Decimal | None]
+    quantity: Mapped[int]
+    used_count: Mapped[int] = mapped_column(default=0)
+    disabled_count: Mapped[int] = mapped_column(default=0)
+    download_count: Mapped[int] = mapped_column(default=0)
+    valid_until: Mapped[date] = mapped_column(Date)
+    status: Mapped[BatchStatus] = mapped_column(str_enum(BatchStatus, "batch_status"))
+    created_by: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="RESTRICT"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Card(Base):
+    """One code: found by its keyed hash, decrypted only for a download, last 4 symbols in clear."""
+
+    __tablename__ = "cards"
+    __table_args__ = (
+        CheckConstraint(
+            "(status = 'USED' AND used_at IS NOT NULL AND member_id IS NOT NULL)"
+            " OR (status <> 'USED' AND used_at IS NULL AND member_id IS NULL)",
+            name="used_has_member",
+        ),
+        # seq numbers a batch's cards 1..quantity: page jumps become index seeks, not OFFSET scans
+        UniqueConstraint("batch_id", "seq", name="uq_cards_batch_seq"),
+        Index("ix_cards_batch_status", "batch_id", "status", "seq"),
+        Index("ix_cards_batch_last4", "batch_id", "last4"),
+        Index("ix_cards_member", "member_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(Id, ForeignKey("card_batches.id", ondelete="RESTRICT"))
+    seq: Mapped[int]
+    code_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    code_cipher: Mapped[bytes] = mapped_column(LargeBinary(64))
+    key_version: Mapped[int] = mapped_column(SmallInteger)
+    last4: Mapped[str] = mapped_column(String(4))
+    status: Mapped[CardStatus] = mapped_column(str_enum(CardStatus, "card_status"))
+    remark: Mapped[str | None] = mapped_column(String(500))
+    used_at: Mapped[datetime | None]
+    member_id: Mapped[int | None] = mapped_column(Id, ForeignKey("users.id", ondelete="RESTRICT"))
+
+
+class CardBatchDownload(Base):
+    """A single-use download link (its token hashed) and, once used, the record of what left."""
+
+    __tablename__ = "card_batch_downloads"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(Id, ForeignKey("card_batches.id", ondelete="RESTRICT"), index=True)
+    admin_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="RESTRICT"))
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    client_address: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    downloaded_from: Mapped[str | None] = mapped_column(String(64))
+    card_count: Mapped[int | None]
+    sha256: Mapped[str | None] = mapped_column(String(64))

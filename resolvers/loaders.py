@@ -1,0 +1,41 @@
+"""Per-request DataLoaders: every related field is fetched in one batch per kind, in key order."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from strawberry.dataloader import DataLoader
+
+from models import Line, OsImage, ProductType, Region
+from services import catalog
+from services.runtime import Caller, Runtime
+
+
+class Loaders:
+    def __init__(self, rt: Runtime, caller: Caller) -> None:
+        self.rt = rt
+        self.caller = caller
+        self.lines_by_region = DataLoader[tuple[int, ProductType | None], list[Line]](self._lines_by_region)
+        self.os_images_by_line = DataLoader[int, list[OsImage]](self._os_images_by_line)
+        self.region = DataLoader[int, Region | None](self._regions)
+
+    async def _lines_by_region(self, keys: Sequence[tuple[int, ProductType | None]]) -> list[list[Line]]:
+        by_type: dict[ProductType | None, list[int]] = defaultdict(list)
+        for region_id, product_type in keys:
+            by_type[product_type].append(region_id)
+        found: dict[tuple[int, Any], list[Line]] = {}
+        for product_type, region_ids in by_type.items():
+            lines = await catalog.lines_for_regions(self.rt.db, region_ids, product_type)
+            for region_id in region_ids:
+                found[(region_id, product_type)] = lines.get(region_id, [])
+        return [found[key] for key in keys]
+
+    async def _os_images_by_line(self, keys: Sequence[int]) -> list[list[OsImage]]:
+        images = await catalog.os_images_for_lines(self.rt.db, list(keys))
+        return [images.get(key, []) for key in keys]
+
+    async def _regions(self, keys: Sequence[int]) -> list[Region | None]:
+        regions = await catalog.regions_by_ids(self.rt.db, list(keys))
+        return [regions.get(key) for key in keys]

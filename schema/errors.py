@@ -1,0 +1,208 @@
+"""The contract's error types, the handlers that turn domain exceptions into them, and the
+extension that shapes top-level errors (UNAUTHENTICATED, FORBIDDEN, INVALID_INPUT, masked bugs).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+
+from services import errors as domain
+from services.messages import DEFAULT_LOCALE, render
+
+log = logging.getLogger("tihuo.graphql")
+
+ErrorCode = strawberry.enum(
+    domain.ErrorCode,
+    name="ErrorCode",
+    description="Stable codes of business errors; clients branch on these, never on messages.",
+)
+
+
+@strawberry.interface(name="Error", description="A business failure, returned as data in a result union.")
+class ErrorType:
+    code: ErrorCode = strawberry.field(description="What went wrong, as a stable code.")
+    message: str = strawberry.field(
+        description="What went wrong, for people; zh-CN by default, English with Accept-Language: en."
+    )
+
+
+@strawberry.type(name="FieldError", description="One input field that was rejected.")
+class FieldErrorType:
+    field: str = strawberry.field(description="The field's path in the input, e.g. `config.diskGb`.")
+    message: str = strawberry.field(description="Why it was rejected, for people.")
+
+
+@strawberry.type(name="InvalidInputError", description="Input values out of range or inconsistent.")
+class InvalidInputErrorType(ErrorType):
+    field_errors: list[FieldErrorType] = strawberry.field(description="Every rejected field.")
+
+
+@strawberry.type(
+    name="NotFoundError", description="The object named by an id does not exist (or is not yours)."
+)
+class NotFoundErrorType(ErrorType):
+    pass
+
+
+@strawberry.type(name="CardCodeError", description="INVALID_CODE (malformed code) or CARD_NOT_FOUND.")
+class CardCodeErrorType(ErrorType):
+    pass
+
+
+@strawberry.type(
+    name="CardUnavailableError",
+    description="The card exists but cannot be redeemed: CARD_USED, CARD_DISABLED, CARD_EXPIRED or BATCH_DISABLED.",
+)
+class CardUnavailableErrorType(ErrorType):
+    pass
+
+
+@strawberry.type(name="RateLimitedError", description="Too many failed attempts; wait before trying again.")
+class RateLimitedErrorType(ErrorType):
+    retry_after_seconds: int = strawberry.field(description="Seconds until attempts are accepted again.")
+
+
+@strawberry.type(name="OsSelectionError", description="OS_REQUIRED or OS_NOT_ALLOWED.")
+class OsSelectionErrorType(ErrorType):
+    pass
+
+
+@strawberry.type(name="OutOfStockError", description="The bare-metal model has no stock.")
+class OutOfStockErrorType(ErrorType):
+    pass
+
+
+@strawberry.type(name="WrongPasswordError", description="Wrong username or password.")
+class WrongPasswordErrorType(ErrorType):
+    pass
+
+
+@strawberry.type(
+    name="InvalidStateError",
+    description="The object's state does not allow this, e.g. disabling a used card.",
+)
+class InvalidStateErrorType(ErrorType):
+    pass
+
+
+@strawberry.type(
+    name="IdempotencyConflictError",
+    description="The idempotency key was already used with a different input.",
+)
+class IdempotencyConflictErrorType(ErrorType):
+    pass
+
+
+def _locale(info: Any) -> str:
+    return getattr(info.context, "locale", DEFAULT_LOCALE)
+
+
+class DomainErrorHandler:
+    """Turns one domain exception class into one contract error type, wherever a field's union has it."""
+
+    def __init__(self, exception_type: type[domain.DomainError], error_type: type[ErrorType]) -> None:
+        self.exception_type = exception_type
+        self.error_type = error_type
+
+    def handle(self, exception: domain.DomainError, *, field: Any, info: Any) -> ErrorType:
+        locale = _locale(info)
+        message = render(exception.key, locale, **exception.params)
+        code = exception.code
+        if isinstance(exception, domain.InvalidInput):
+            return InvalidInputErrorType(
+                code=code,
+                message=message,
+                field_errors=[
+                    FieldErrorType(field=p.field, message=render(p.key, locale, **p.params))
+                    for p in exception.problems
+                ],
+            )
+        if isinstance(exception, domain.RateLimited):
+            return RateLimitedErrorType(
+                code=code, message=message, retry_after_seconds=exception.retry_after_seconds
+            )
+        return self.error_type(code=code, message=message)
+
+
+EXCEPTION_HANDLERS = [
+    DomainErrorHandler(exception, error_type)
+    for exception, error_type in [
+        (domain.InvalidInput, InvalidInputErrorType),
+        (domain.NotFound, NotFoundErrorType),
+        (domain.CardCodeRejected, CardCodeErrorType),
+        (domain.CardUnavailable, CardUnavailableErrorType),
+        (domain.RateLimited, RateLimitedErrorType),
+        (domain.OsSelectionRejected, OsSelectionErrorType),
+        (domain.OutOfStock, OutOfStockErrorType),
+        (domain.WrongPassword, WrongPasswordErrorType),
+        (domain.InvalidState, InvalidStateErrorType),
+        (domain.IdempotencyConflict, IdempotencyConflictErrorType),
+    ]
+]
+
+
+def is_expected(error: GraphQLError) -> bool:
+    """Errors that are answers, not bugs: access checks, malformed requests, GraphQL's own validation."""
+    original = error.original_error
+    return original is None or isinstance(original, domain.AccessDenied | domain.BadRequest | GraphQLError)
+
+
+class TopLevelErrors(SchemaExtension):
+    """Gives every top-level error an `extensions.code`; masks anything unexpected and logs it with the
+    request id, so a bug never leaks internals and can still be found from what the client saw."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is None or not getattr(result, "errors", None):
+            return
+        context = self.execution_context.context
+        locale = getattr(context, "locale", DEFAULT_LOCALE)
+        request_id = getattr(context, "request_id", None)
+        result.errors = [self._shape(error, locale, request_id) for error in result.errors]
+
+    @staticmethod
+    def _shape(error: GraphQLError, locale: str, request_id: str | None) -> GraphQLError:
+        original = error.original_error
+        if isinstance(original, domain.AccessDenied):
+            return _copy(error, render(original.code, locale), {"code": original.code})
+        if isinstance(original, domain.BadRequest):
+            return _copy(error, render(original.key, locale, **original.params), {"code": original.code})
+        if is_expected(error):
+            extensions = dict(error.extensions or {})
+            extensions.setdefault(
+                "code", "GRAPHQL_VALIDATION_FAILED" if error.path is None else "BAD_REQUEST"
+            )
+            return _copy(error, error.message, extensions)
+        extensions = {"code": "INTERNAL_SERVER_ERROR"}
+        if request_id:
+            extensions["requestId"] = request_id
+        return _copy(error, render("INTERNAL", locale), extensions)
+
+
+def _copy(error: GraphQLError, message: str, extensions: dict[str, Any]) -> GraphQLError:
+    return GraphQLError(
+        message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        extensions=extensions,
+    )
+
+
+def log_unexpected(errors: list[GraphQLError], request_id: str | None) -> None:
+    for error in errors:
+        if not is_expected(error):
+            log.error(
+                "unexpected error at %s (request %s)",
+                ".".join(map(str, error.path or [])),
+                request_id,
+                exc_info=error.original_error,
+            )

@@ -1,0 +1,69 @@
+"""Query and Mutation, assembled from each domain's fields, and the executable schema."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.schema.config import StrawberryConfig
+
+from resolvers import accounts, catalog
+from schema.accounts import LoginResult, ViewerType
+from schema.catalog import HostingPlanType, ProductModelType, QuoteResult, RegionType
+from schema.errors import EXCEPTION_HANDLERS, TopLevelErrors, log_unexpected
+from schema.scalars import SCALAR_MAP
+
+
+@strawberry.type(description="Reads. Catalog reads need a signed-in user; admin and member reads are marked.")
+class Query:
+    me: ViewerType | None = strawberry.field(
+        resolver=accounts.me, description="The signed-in user; null when signed out."
+    )
+    regions: list[RegionType] = strawberry.field(
+        resolver=catalog.regions, description="Regions (and through them lines and images). Anyone signed in."
+    )
+    product_models: list[ProductModelType] = strawberry.field(
+        resolver=catalog.product_models, description="Bare-metal models of a line. Anyone signed in."
+    )
+    hosting_plans: list[HostingPlanType] = strawberry.field(
+        resolver=catalog.hosting_plans, description="Virtual-host plans of a line. Anyone signed in."
+    )
+    quote: QuoteResult = strawberry.field(
+        resolver=catalog.quote, description="Price a configuration (Linux and Windows). Admin."
+    )
+
+
+@strawberry.type(description="Writes. Each returns a result union: success, or the business error as data.")
+class Mutation:
+    login: LoginResult = strawberry.field(
+        resolver=accounts.login,
+        description="Sign in. Five wrong passwords in 15 minutes (per username and per address) lock it for a while.",
+    )
+
+
+class TihuoSchema(strawberry.Schema):
+    def process_errors(self, errors, execution_context=None):  # type: ignore[no-untyped-def]
+        context = execution_context.context if execution_context else None
+        log_unexpected(errors, getattr(context, "request_id", None))
+
+
+def build_schema(*, max_depth: int = 12, max_aliases: int = 30, max_tokens: int = 5000) -> strawberry.Schema:
+    return TihuoSchema(
+        query=Query,
+        mutation=Mutation,
+        config=StrawberryConfig(auto_camel_case=True, scalar_map=SCALAR_MAP),
+        exception_handlers=EXCEPTION_HANDLERS,
+        extensions=[
+            TopLevelErrors,
+            lambda: QueryDepthLimiter(max_depth=max_depth),
+            lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+            lambda: MaxTokensLimiter(max_token_count=max_tokens),
+            ParserCache,
+            ValidationCache,
+        ],
+    )

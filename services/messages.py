@@ -1,0 +1,129 @@
+"""Human messages for error codes and field problems, in zh-CN (default) and English.
+
+Services raise codes and keys; whoever shows the error picks the language (Accept-Language).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULT_LOCALE = "zh-CN"
+LOCALES = ("zh-CN", "en")
+
+MESSAGES: dict[str, dict[str, str]] = {
+    # error codes
+    "INVALID_INPUT": {
+        "zh-CN": "输入有误，请检查标出的字段。",
+        "en": "Some input is invalid; see the fields named.",
+    },
+    "NOT_FOUND": {"zh-CN": "对象不存在。", "en": "No such object."},
+    "INVALID_CODE": {
+        "zh-CN": "提货卡卡号格式不正确，请核对后重新输入。",
+        "en": "This is not a valid pickup card code; check it and type it again.",
+    },
+    "CARD_NOT_FOUND": {"zh-CN": "提货卡不存在。", "en": "No pickup card has this code."},
+    "CARD_USED": {"zh-CN": "提货卡已使用。", "en": "This pickup card has already been used."},
+    "CARD_DISABLED": {"zh-CN": "提货卡已被禁用。", "en": "This pickup card is disabled."},
+    "CARD_EXPIRED": {"zh-CN": "提货卡已过有效期。", "en": "This pickup card has expired."},
+    "BATCH_DISABLED": {"zh-CN": "该批次提货卡已被禁用。", "en": "This batch of pickup cards is disabled."},
+    "OS_REQUIRED": {"zh-CN": "请选择操作系统。", "en": "Choose an operating system."},
+    "OS_NOT_ALLOWED": {
+        "zh-CN": "所选操作系统不适用于该产品。",
+        "en": "The chosen operating system is not available for this product.",
+    },
+    "OUT_OF_STOCK": {"zh-CN": "该产品型号库存不足。", "en": "This product model is out of stock."},
+    "RATE_LIMITED": {
+        "zh-CN": "尝试次数过多，请 {retry_after_seconds} 秒后再试。",
+        "en": "Too many attempts; try again in {retry_after_seconds} seconds.",
+    },
+    "WRONG_PASSWORD": {"zh-CN": "用户名或密码错误。", "en": "Wrong username or password."},
+    "INVALID_STATE": {"zh-CN": "当前状态不允许此操作。", "en": "This cannot be done in the current state."},
+    "IDEMPOTENCY_CONFLICT": {
+        "zh-CN": "该幂等键已用于不同的请求。",
+        "en": "This idempotency key was already used for a different request.",
+    },
+    # more specific keys for some codes
+    "WRONG_PASSWORD.download": {"zh-CN": "密码错误。", "en": "Wrong password."},
+    "INVALID_STATE.card_used": {
+        "zh-CN": "已使用的提货卡不能禁用或启用。",
+        "en": "A used card cannot be disabled or enabled.",
+    },
+    "INVALID_STATE.status_change": {
+        "zh-CN": "提货卡状态只能在未使用与禁用之间切换。",
+        "en": "A card's status can only change between UNUSED and DISABLED.",
+    },
+    "INVALID_STATE.order_not_failed": {
+        "zh-CN": "只有开通失败的订单可以执行此操作。",
+        "en": "Only a FAILED order allows this.",
+    },
+    # field problems
+    "field.required": {"zh-CN": "必填。", "en": "Required."},
+    "field.not_for_product": {
+        "zh-CN": "此产品类型不使用该字段。",
+        "en": "This product type does not take this field.",
+    },
+    "field.product_not_on_line": {
+        "zh-CN": "该线路不提供此产品类型。",
+        "en": "This line does not offer this product type.",
+    },
+    "field.not_in_options": {
+        "zh-CN": "{value} 不是可选值，可选：{allowed}。",
+        "en": "{value} is not one of the choices: {allowed}.",
+    },
+    "field.out_of_range": {
+        "zh-CN": "必须在 {min} 到 {max} 之间。",
+        "en": "Must be between {min} and {max}.",
+    },
+    "field.not_on_step": {
+        "zh-CN": "必须是 {step} 的整数倍（从 {min} 起）。",
+        "en": "Must be {min} plus a multiple of {step}.",
+    },
+    "field.not_on_line": {"zh-CN": "不属于所选线路。", "en": "Does not belong to the chosen line."},
+    "field.not_found": {"zh-CN": "不存在。", "en": "Does not exist."},
+    "field.too_long": {"zh-CN": "不能超过 {max} 个字符。", "en": "At most {max} characters."},
+    "field.blank": {"zh-CN": "不能为空。", "en": "Must not be blank."},
+    "field.in_past": {"zh-CN": "不能早于今天（{today}）。", "en": "Must be today ({today}) or later."},
+    "field.taken": {"zh-CN": "已被使用。", "en": "Already taken."},
+    "field.bad_format": {"zh-CN": "格式不正确：{expected}。", "en": "Wrong format: {expected}."},
+    # top-level request problems
+    "paging.first_range": {"zh-CN": "first 必须在 1 到 100 之间。", "en": "first must be between 1 and 100."},
+    "paging.offset_negative": {"zh-CN": "offset 不能为负数。", "en": "offset must not be negative."},
+    "paging.offset_and_after": {
+        "zh-CN": "offset 不能与 after 同时使用。",
+        "en": "offset cannot be combined with after.",
+    },
+    "paging.bad_cursor": {"zh-CN": "游标无效。", "en": "The cursor is not valid."},
+    "UNAUTHENTICATED": {"zh-CN": "请先登录。", "en": "Sign in first."},
+    "FORBIDDEN": {"zh-CN": "无权执行此操作。", "en": "You may not do this."},
+    "INTERNAL": {"zh-CN": "服务器内部错误。", "en": "Unexpected error."},
+}
+
+
+def pick_locale(accept_language: str | None) -> str:
+    """The first supported language in an Accept-Language header; zh-CN when none is."""
+    if not accept_language:
+        return DEFAULT_LOCALE
+    ranked = []
+    for position, part in enumerate(accept_language.split(",")):
+        tag, _, q = part.strip().partition(";q=")
+        try:
+            weight = float(q) if q else 1.0
+        except ValueError:
+            weight = 0.0
+        ranked.append((-weight, position, tag.strip().lower()))
+    for _, _, tag in sorted(ranked):
+        if tag.startswith("en"):
+            return "en"
+        if tag.startswith("zh"):
+            return "zh-CN"
+    return DEFAULT_LOCALE
+
+
+def render(key: str, locale: str = DEFAULT_LOCALE, **params: Any) -> str:
+    """The message for `key`, falling back from a specific key (`A.b`) to its code (`A`)."""
+    entry = MESSAGES.get(key) or MESSAGES.get(key.split(".", 1)[0]) or MESSAGES["INTERNAL"]
+    template = entry.get(locale) or entry[DEFAULT_LOCALE]
+    try:
+        return template.format(**params)
+    except (KeyError, IndexError):
+        return template

@@ -1,0 +1,100 @@
+"""Failed-attempt limits (login, download password, unknown card codes), kept in the database so
+every API process shares them.
+
+Each subject (a username, a member, a client address) may fail `limit` times within a window;
+the failure that reaches the limit blocks it for one window, and each further block in a row
+doubles (growing back-off). While blocked, every attempt is refused, even a correct one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models import AttemptCounter
+from services.errors import RateLimited
+from services.runtime import Runtime
+
+MAX_BACKOFF_DOUBLINGS = 6
+
+LOGIN = "login"
+DOWNLOAD_PASSWORD = "download-password"
+CARD_CODE = "card-code"
+
+
+def subjects(**parts: object) -> list[str]:
+    """Subjects of one attempt, e.g. subjects(user="alice", ip="127.0.0.1") -> ["user:alice", "ip:127.0.0.1"]."""
+    return [f"{kind}:{value}" for kind, value in parts.items() if value not in (None, "")]
+
+
+async def ensure_allowed(session: AsyncSession, rt: Runtime, scope: str, keys: Iterable[str]) -> None:
+    """Raise RateLimited when any of the subjects is blocked now."""
+    keys = list(keys)
+    if not keys:
+        return
+    now = rt.now()
+    rows = await session.scalars(
+        select(AttemptCounter.blocked_until).where(
+            AttemptCounter.scope == scope,
+            AttemptCounter.subject.in_(keys),
+            AttemptCounter.blocked_until > now,
+        )
+    )
+    blocked = [until for until in rows if until is not None]
+    if blocked:
+        raise RateLimited(_seconds_until(max(blocked), now))
+
+
+async def record_failure(session: AsyncSession, rt: Runtime, scope: str, keys: Iterable[str]) -> None:
+    """Count one failure against each subject; must run inside a write transaction that commits."""
+    settings = rt.settings
+    window = timedelta(seconds=settings.failed_attempt_window_seconds)
+    now = rt.now()
+    for key in keys:
+        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+        await session.execute(
+            insert(AttemptCounter)
+            .values(scope=scope, subject=key, failures=0, window_started_at=now, strikes=0)
+            .on_conflict_do_nothing()
+        )
+        counter = await session.scalar(
+            select(AttemptCounter)
+            .where(AttemptCounter.scope == scope, AttemptCounter.subject == key)
+            .with_for_update()
+        )
+        assert counter is not None
+        _count(counter, now, window, settings.failed_attempt_limit)
+
+
+def _count(counter: AttemptCounter, now: datetime, window: timedelta, limit: int) -> None:
+    if counter.blocked_until is not None and now >= counter.blocked_until + window:
+        # a whole quiet window after the last block: forgive earlier strikes
+        counter.strikes = 0
+    if now - counter.window_started_at >= window:
+        counter.failures = 0
+        counter.window_started_at = now
+    counter.failures += 1
+    if counter.failures >= limit:
+        counter.strikes += 1
+        counter.blocked_until = now + window * (2 ** min(counter.strikes - 1, MAX_BACKOFF_DOUBLINGS))
+        counter.failures = 0
+        counter.window_started_at = now
+
+
+async def clear(session: AsyncSession, scope: str, keys: Iterable[str]) -> None:
+    """Forget the failures of subjects that just succeeded (a block in force stays)."""
+    counters = await session.scalars(
+        select(AttemptCounter).where(AttemptCounter.scope == scope, AttemptCounter.subject.in_(list(keys)))
+    )
+    for counter in counters:
+        counter.failures = 0
+
+
+def _seconds_until(moment: datetime, now: datetime) -> int:
+    return max(1, math.ceil((moment - now).total_seconds()))

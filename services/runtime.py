@@ -1,0 +1,79 @@
+"""What every service call is given: the runtime (database, settings, keys, clock) and the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from functools import cached_property
+
+from argon2 import PasswordHasher
+
+from models.base import Role
+from services.errors import Forbidden, Unauthenticated
+from services.keys import Keys
+from services.security import password_hasher
+from tihuo.db import Database
+from tihuo.settings import Settings
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(eq=False)
+class Runtime:
+    db: Database
+    settings: Settings
+    keys: Keys
+    clock: Callable[[], datetime] = _utcnow
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    @cached_property
+    def hasher(self) -> PasswordHasher:
+        return password_hasher(self.settings.password_time_cost, self.settings.password_memory_kib)
+
+    @cached_property
+    def dummy_password_hash(self) -> str:
+        """A hash to verify against when a username is unknown, so timing does not tell."""
+        return self.hasher.hash("not the password of anyone")
+
+    def today(self) -> date:
+        """Today in the business time zone."""
+        return self.now().astimezone(self.settings.zone).date()
+
+
+@dataclass(frozen=True)
+class Viewer:
+    id: int
+    username: str
+    role: Role
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking, and from where. `viewer` is None when nobody is signed in."""
+
+    viewer: Viewer | None = None
+    client_address: str | None = None
+    request_id: str | None = None
+    locale: str = field(default="zh-CN")
+
+    def require_signed_in(self) -> Viewer:
+        if self.viewer is None:
+            raise Unauthenticated()
+        return self.viewer
+
+    def require_admin(self) -> Viewer:
+        viewer = self.require_signed_in()
+        if viewer.role is not Role.ADMIN:
+            raise Forbidden()
+        return viewer
+
+    def require_member(self) -> Viewer:
+        viewer = self.require_signed_in()
+        if viewer.role is not Role.MEMBER:
+            raise Forbidden()
+        return viewer

@@ -1,0 +1,66 @@
+"""The command line on a real SQLite file: migrate, users create, catalog load, export-schema."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from tihuo import cli
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("TIHUO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TIHUO_PASSWORD_MEMORY_KIB", "64")
+    monkeypatch.setenv("TIHUO_PASSWORD_TIME_COST", "1")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["migrate"]) == 0
+    return tmp_path
+
+
+def test_users_create_reads_the_password_from_stdin(env, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough password\n"))
+
+    assert cli.main(["users", "create", "--username", "ops", "--role", "admin", "--password-stdin"]) == 0
+
+    output = capsys.readouterr()
+    assert output.out == "user ops created (admin)\n"
+    assert "a long enough password" not in output.out + output.err
+
+
+def test_users_create_refuses_a_taken_name(env, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough password\n"))
+    cli.main(["users", "create", "--username", "ops", "--role", "member", "--password-stdin"])
+    monkeypatch.setattr("sys.stdin", io.StringIO("another long password\n"))
+
+    assert cli.main(["users", "create", "--username", "ops", "--role", "member", "--password-stdin"]) == 1
+    assert "username: field.taken" in capsys.readouterr().err
+
+
+def test_catalog_load_reports_every_problem_with_its_place_and_loads_nothing(env, capsys):
+    broken = (FIXTURES / "catalog.toml").read_text(encoding="utf-8")
+    broken = broken.replace(
+        'defense = { "0" = "0.00", "10" = "100.00"', 'defense = { "0" = "0.00", "15" = "100.00"', 1
+    )
+    broken = broken.replace('region = "hk"', 'region = "nowhere"', 1)
+    (env / "broken.toml").write_text(broken, encoding="utf-8")
+
+    assert cli.main(["catalog", "load", "broken.toml"]) == 1
+
+    err = capsys.readouterr().err
+    assert "broken.toml: not loaded; nothing was changed:" in err
+    assert 'lines[1].region: unknown region "nowhere"' in err
+    assert "lines[0].pricing.defense" in err
+    assert cli.main(["catalog", "load", str(FIXTURES / "catalog.toml")]) == 0
+    assert "regions: 2 inserted, 0 updated, 0 unchanged" in capsys.readouterr().out
+
+
+def test_export_schema_prints_the_checked_in_sdl(capsys):
+    assert cli.main(["export-schema"]) == 0
+    assert capsys.readouterr().out == (Path(__file__).parent.parent / "schema.graphql").read_text(
+        encoding="utf-8"
+    )

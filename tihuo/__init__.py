@@ -1,0 +1,1 @@
+"""tihuo wiring: settings, database, app factory and command line."""

@@ -1,0 +1,88 @@
+"""The ASGI application: GraphQL (and GraphiQL) at /graphql, /healthz, request ids on everything."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+
+from resolvers.context import Context, build_context
+from schema.root import build_schema
+from services.keys import Keys
+from services.runtime import Runtime
+from tihuo.db import database_from_settings
+from tihuo.observability import RequestIdMiddleware
+from tihuo.settings import Settings, load_settings
+
+log = logging.getLogger("tihuo.app")
+
+
+class TihuoGraphQL(GraphQL):
+    def __init__(self, schema: Any, runtime: Runtime) -> None:
+        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=False)
+        self.runtime = runtime
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        assert isinstance(request, Request)
+        return await build_context(self.runtime, request)
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    return Runtime(
+        db=database_from_settings(settings), settings=settings, keys=Keys.from_secret(settings.secret)
+    )
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Starlette:
+    """The app for `settings` (read from the environment when absent), or around a ready runtime (tests)."""
+    owns_runtime = runtime is None
+    if runtime is None:
+        runtime = build_runtime(settings or load_settings())
+    rt = runtime
+    config = rt.settings
+    schema = build_schema(
+        max_depth=config.query_max_depth,
+        max_aliases=config.query_max_aliases,
+        max_tokens=config.query_max_tokens,
+    )
+
+    async def healthz(_: Request) -> JSONResponse:
+        try:
+            async with rt.db.read() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception:
+            log.exception("health check: database unreachable")
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        if owns_runtime:
+            await rt.db.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/graphql", TihuoGraphQL(schema, rt), methods=["GET", "POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        middleware=[Middleware(RequestIdMiddleware)],
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    app.state.schema = schema
+    return app

@@ -1,0 +1,199 @@
+"""The `tihuo` command line: serve, migrate, catalog load, users create, export-schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import sys
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from models import Role, User
+from tihuo.migrate import migrate
+from tihuo.settings import Settings, SettingsError, load_settings
+
+DEMO_USERS = (("admin", Role.ADMIN, "13800000001"), ("member", Role.MEMBER, "13800000002"))
+
+
+def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
+    from tihuo.app import build_runtime
+
+    return build_runtime(settings)
+
+
+async def _migrate(settings: Settings) -> None:
+    rt = _runtime(settings)
+    try:
+        await migrate(rt.db.write_engine)
+    finally:
+        await rt.db.dispose()
+
+
+async def _load_catalog_text(settings: Settings, text: str) -> str:
+    from services.catalog import load_catalog_text
+
+    rt = _runtime(settings)
+    try:
+        report = await load_catalog_text(rt.db, text)
+    finally:
+        await rt.db.dispose()
+    return report.summary()
+
+
+async def _set_up_demo(settings: Settings) -> list[tuple[str, str]]:
+    """On a database with no users: load the demo catalog and make a demo admin and member."""
+    from services.accounts import create_user
+    from services.catalog import demo_catalog_text, load_catalog_text
+
+    rt = _runtime(settings)
+    try:
+        async with rt.db.read() as session:
+            if await session.scalar(select(func.count()).select_from(User)):
+                return []
+        await load_catalog_text(rt.db, demo_catalog_text())
+        made = []
+        for username, role, phone in DEMO_USERS:
+            password = secrets.token_urlsafe(12)
+            await create_user(rt, username=username, password=password, role=role, phone=phone)
+            made.append((username, password))
+        return made
+    finally:
+        await rt.db.dispose()
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from tihuo.app import create_app
+    from tihuo.observability import configure_logging
+
+    configure_logging(settings.log_level)
+    asyncio.run(_migrate(settings))
+    if args.demo:
+        made = asyncio.run(_set_up_demo(settings))
+        if made:
+            print("Demo catalog loaded. Demo accounts (passwords are shown only this once):")
+            for username, password in made:
+                print(f"  {username:<8} {password}")
+        else:
+            print("Demo: the database already has users; nothing was added.")
+    print(f"GraphQL (GraphiQL in a browser): http://{args.host}:{args.port}/graphql", flush=True)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None, proxy_headers=True)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    asyncio.run(_migrate(settings))
+    print("database is at the latest version")
+    return 0
+
+
+def cmd_catalog_load(args: argparse.Namespace, settings: Settings) -> int:
+    from services.catalog import CatalogError
+
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+    except OSError as exc:
+        print(f"cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(_load_catalog_text(settings, text))
+    except CatalogError as exc:
+        print(f"{args.file}: not loaded; nothing was changed:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(report)
+    return 0
+
+
+def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
+    from services.accounts import create_user
+    from services.errors import InvalidInput
+
+    if not args.password_stdin:
+        print("give the password on standard input with --password-stdin", file=sys.stderr)
+        return 2
+    password = sys.stdin.readline().rstrip("\r\n")
+
+    async def run() -> None:
+        rt = _runtime(settings)
+        try:
+            await create_user(
+                rt, username=args.username, password=password, role=Role(args.role.upper()), phone=args.phone
+            )
+        finally:
+            await rt.db.dispose()
+
+    try:
+        asyncio.run(run())
+    except InvalidInput as exc:
+        for problem in exc.problems:
+            print(f"{problem.field}: {problem.key} {problem.params or ''}".rstrip(), file=sys.stderr)
+        return 1
+    print(f"user {args.username} created ({args.role.lower()})")
+    return 0
+
+
+def cmd_export_schema(args: argparse.Namespace, settings: Settings | None) -> int:
+    from schema.root import build_schema
+
+    sys.stdout.write(build_schema().as_str() + "\n")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="tihuo", description="Pickup cards for cloud hosting: the GraphQL service."
+    )
+    commands = top.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="migrate, then serve GraphQL at /graphql")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--demo", action="store_true", help="on a new database: demo catalog, admin and member"
+    )
+    serve.set_defaults(run=cmd_serve)
+
+    commands.add_parser("migrate", help="bring the database to the latest version").set_defaults(
+        run=cmd_migrate
+    )
+
+    catalog = commands.add_parser("catalog", help="the product catalog").add_subparsers(
+        dest="action", required=True
+    )
+    load = catalog.add_parser("load", help="validate a catalog TOML file completely, then load it")
+    load.add_argument("file")
+    load.set_defaults(run=cmd_catalog_load)
+
+    users = commands.add_parser("users", help="accounts").add_subparsers(dest="action", required=True)
+    create = users.add_parser("create", help="create an admin or a member")
+    create.add_argument("--username", required=True)
+    create.add_argument("--role", required=True, choices=["admin", "member", "ADMIN", "MEMBER"])
+    create.add_argument("--phone")
+    create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    create.set_defaults(run=cmd_users_create)
+
+    commands.add_parser("export-schema", help="print the GraphQL SDL").set_defaults(
+        run=cmd_export_schema, no_settings=True
+    )
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "no_settings", False):
+        return args.run(args, None)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    return args.run(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Engines and units of work for SQLite and PostgreSQL.
+
+SQLite: WAL, synchronous=FULL, foreign keys on; reads from a small pool, and every
+write queued in-process onto one connection (BEGIN IMMEDIATE) so writers wait their
+turn instead of failing with "database is locked". PostgreSQL: one ordinary pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from tihuo.settings import Settings
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlite_pragmas(engine: AsyncEngine, synchronous: str, begin: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        # Let SQLAlchemy (not the driver) decide when a transaction starts.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
+        connection.exec_driver_sql(begin)
+
+
+class Database:
+    """The application's handle on its database: `read()` and `write()` units of work."""
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = make_url(url).database
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_async_engine(url, echo=echo, pool_size=4, max_overflow=4)
+            _sqlite_pragmas(self.engine, sqlite_synchronous, "BEGIN")
+            self.write_engine = create_async_engine(
+                url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=3600
+            )
+            _sqlite_pragmas(self.write_engine, sqlite_synchronous, "BEGIN IMMEDIATE")
+        else:
+            self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10)
+            self.write_engine = self.engine
+        self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+
+    @property
+    def dialect(self) -> str:
+        return "sqlite" if self.is_sqlite else "postgresql"
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read-only session (one consistent snapshot); never shared between concurrent tasks."""
+        async with self._read_sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """One transaction that commits on success and rolls back on any exception."""
+        if self._write_lock is None:
+            async with self._write_sessions.begin() as session:
+                yield session
+            return
+        async with self._write_lock, self._write_sessions.begin() as session:
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self.write_engine is not self.engine:
+            await self.write_engine.dispose()
+
+
+def database_from_settings(settings: Settings) -> Database:
+    return Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)

@@ -1,0 +1,112 @@
+"""Settings from TIHUO_* environment variables (or a .env file), validated once at start.
+
+A missing secret key is generated into the data folder (mode 0600) and never printed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_FILE = "secret.key"
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIHUO_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    secret_key: str | None = Field(default=None, repr=False)
+    timezone: str = "Asia/Shanghai"
+
+    provisioner: Literal["simulated", "http"] = "simulated"
+    provisioner_url: str | None = None
+    notifier: Literal["log", "http"] = "log"
+    notifier_url: str | None = None
+    simulated_delay_ms: int = Field(default=200, ge=0)
+    simulated_failure: Literal["none", "refuse", "transient"] = "none"
+    provision_max_attempts: int = Field(default=5, ge=1)
+    provision_backoff_ms: int = Field(default=500, ge=0)
+
+    token_ttl_seconds: int = Field(default=12 * 3600, ge=60)
+    # argon2id cost; the defaults follow RFC 9106's second recommendation (64 MiB, 3 passes)
+    password_time_cost: int = Field(default=3, ge=1)
+    password_memory_kib: int = Field(default=65536, ge=8)
+    max_batch_quantity: int = Field(default=100_000, ge=1)
+    failed_attempt_limit: int = Field(default=5, ge=1)
+    failed_attempt_window_seconds: int = Field(default=15 * 60, ge=1)
+    download_ttl_seconds: int = Field(default=300, ge=1)
+
+    query_max_depth: int = Field(default=12, ge=2)
+    query_max_aliases: int = Field(default=30, ge=1)
+    query_max_tokens: int = Field(default=5000, ge=100)
+    sqlite_synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
+    log_level: str = "INFO"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_driver(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'tihuo.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @cached_property
+    def secret(self) -> bytes:
+        """The server secret: from TIHUO_SECRET_KEY, else the data folder's key file, made on first use."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / SECRET_FILE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes().strip()
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        return path.read_bytes().strip()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings; a bad value raises SettingsError naming its variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "TIHUO_" + "_".join(str(part) for part in error["loc"]).upper()
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError("; ".join(problems)) from None
