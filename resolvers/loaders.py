@@ -8,8 +8,8 @@ from typing import Any
 
 from strawberry.dataloader import DataLoader
 
-from models import Line, OsImage, ProductType, Region
-from services import catalog
+from models import CardBatch, Line, OsImage, ProductType, Region
+from services import cards, catalog
 from services.runtime import Caller, Runtime
 
 
@@ -20,6 +20,7 @@ class Loaders:
         self.lines_by_region = DataLoader[tuple[int, ProductType | None], list[Line]](self._lines_by_region)
         self.os_images_by_line = DataLoader[int, list[OsImage]](self._os_images_by_line)
         self.region = DataLoader[int, Region | None](self._regions)
+        self.batch = DataLoader[int, CardBatch](self._batches)
 
     async def _lines_by_region(self, keys: Sequence[tuple[int, ProductType | None]]) -> list[list[Line]]:
         by_type: dict[ProductType | None, list[int]] = defaultdict(list)
@@ -39,3 +40,7 @@ class Loaders:
     async def _regions(self, keys: Sequence[int]) -> list[Region | None]:
         regions = await catalog.regions_by_ids(self.rt.db, list(keys))
         return [regions.get(key) for key in keys]
+
+    async def _batches(self, keys: Sequence[int]) -> list[CardBatch]:
+        batches = await cards.batches_by_ids(self.rt, list(keys))
+        return [batches[key] for key in keys]

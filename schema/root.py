@@ -12,8 +12,17 @@ from strawberry.extensions import (
 )
 from strawberry.schema.config import StrawberryConfig
 
-from resolvers import accounts, catalog
+from resolvers import accounts, cards, catalog
 from schema.accounts import LoginResult, ViewerType
+from schema.cards import (
+    CardBatchConnection,
+    CardBatchType,
+    CreateCardBatchDownloadResult,
+    CreateCardBatchResult,
+    SetCardBatchStatusResult,
+    SetCardRemarkResult,
+    SetCardStatusResult,
+)
 from schema.catalog import HostingPlanType, ProductModelType, QuoteResult, RegionType
 from schema.errors import EXCEPTION_HANDLERS, TopLevelErrors, log_unexpected
 from schema.scalars import SCALAR_MAP
@@ -36,6 +45,12 @@ class Query:
     quote: QuoteResult = strawberry.field(
         resolver=catalog.quote, description="Price a configuration (Linux and Windows). Admin."
     )
+    card_batches: CardBatchConnection = strawberry.field(
+        resolver=cards.card_batches, description="Batches, newest first, with filters. Admin."
+    )
+    card_batch: CardBatchType | None = strawberry.field(
+        resolver=cards.card_batch, description="One batch with its cards; null if there is none. Admin."
+    )
 
 
 @strawberry.type(description="Writes. Each returns a result union: success, or the business error as data.")
@@ -43,6 +58,24 @@ class Mutation:
     login: LoginResult = strawberry.field(
         resolver=accounts.login,
         description="Sign in. Five wrong passwords in 15 minutes (per username and per address) lock it for a while.",
+    )
+    create_card_batch: CreateCardBatchResult = strawberry.field(
+        resolver=cards.create_card_batch,
+        description="Price a configuration and generate a batch of one-time cards. Nothing is made on an error. Admin.",
+    )
+    set_card_batch_status: SetCardBatchStatusResult = strawberry.field(
+        resolver=cards.set_card_batch_status, description="Disable or enable a whole batch. Admin."
+    )
+    set_card_status: SetCardStatusResult = strawberry.field(
+        resolver=cards.set_card_status,
+        description="Disable or enable one card; UNUSED <-> DISABLED only. Admin.",
+    )
+    set_card_remark: SetCardRemarkResult = strawberry.field(
+        resolver=cards.set_card_remark, description="Set a card's remark (备注). Admin."
+    )
+    create_card_batch_download: CreateCardBatchDownloadResult = strawberry.field(
+        resolver=cards.create_card_batch_download,
+        description="After re-checking the admin's own password: a single-use link to the batch's codes. Admin.",
     )
 
 

@@ -12,13 +12,14 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
 from resolvers.context import Context, build_context
 from schema.root import build_schema
+from services import downloads
 from services.keys import Keys
 from services.runtime import Runtime
 from tihuo.db import database_from_settings
@@ -69,6 +70,20 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
+    async def download(request: Request) -> Response:
+        address = request.client.host if request.client else None
+        claimed = await downloads.claim_download(rt, request.path_params["token"], address)
+        if claimed is None:
+            return PlainTextResponse("Not Found", status_code=404)
+        return StreamingResponse(
+            downloads.stream_codes(rt, claimed),
+            media_type="text/plain; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="{claimed.filename}"',
+                "Cache-Control": "no-store",
+            },
+        )
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
@@ -79,6 +94,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         routes=[
             Route("/graphql", TihuoGraphQL(schema, rt), methods=["GET", "POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/downloads/{token}", download, methods=["GET"]),
         ],
         middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,

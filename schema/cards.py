@@ -1,0 +1,270 @@
+"""Card batches and cards in the schema: the types, their connections, inputs and result unions."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated
+
+import strawberry
+from strawberry.types import Info
+
+from models import Card, CardBatch
+from schema.catalog import ProductConfigInput, ProductConfigType
+from schema.common import CardBatchStatusEnum, CardStatusEnum, ProductTypeEnum
+from schema.errors import (
+    InvalidInputErrorType,
+    InvalidStateErrorType,
+    NotFoundErrorType,
+    OutOfStockErrorType,
+    RateLimitedErrorType,
+    WrongPasswordErrorType,
+)
+from schema.pagination import (
+    AFTER_DESCRIPTION,
+    FIRST_DESCRIPTION,
+    OFFSET_DESCRIPTION,
+    PageInfo,
+    build_connection,
+)
+from services import cards, codes
+from services.paging import Page
+
+
+@strawberry.type(
+    name="CardBatch", description="A batch of one-time pickup cards for one frozen configuration."
+)
+class CardBatchType:
+    id: strawberry.ID = strawberry.field(description="The batch's id.")
+    batch_no: str = strawberry.field(description="Batch number (批次), unique.")
+    name: str = strawberry.field(description="Card name (提货卡名称).")
+    product_type: ProductTypeEnum = strawberry.field(description="What the cards give.")
+    config: ProductConfigType = strawberry.field(
+        description="The configuration, frozen when the batch was made."
+    )
+    reference_price: Decimal = strawberry.field(
+        description="Linux price of the configuration, frozen at creation."
+    )
+    quantity: int = strawberry.field(description="Cards in the batch.")
+    used_count: int = strawberry.field(description="Cards redeemed.")
+    disabled_count: int = strawberry.field(
+        description="Cards disabled one by one (not counting a disabled batch)."
+    )
+    valid_until: date = strawberry.field(
+        description="Redeemable until the end of this day, business time zone."
+    )
+    status: CardBatchStatusEnum = strawberry.field(description="A DISABLED batch's cards cannot be redeemed.")
+    created_at: datetime = strawberry.field(description="When the batch was made.")
+    download_count: int = strawberry.field(description="How many times its codes were downloaded.")
+    row: strawberry.Private[CardBatch]
+
+    @classmethod
+    def of(cls, batch: CardBatch) -> CardBatchType:
+        return cls(
+            id=strawberry.ID(str(batch.id)),
+            batch_no=batch.batch_no,
+            name=batch.name,
+            product_type=batch.product_type,
+            config=ProductConfigType.of(batch.config),
+            reference_price=batch.reference_price,
+            quantity=batch.quantity,
+            used_count=batch.used_count,
+            disabled_count=batch.disabled_count,
+            valid_until=batch.valid_until,
+            status=batch.status,
+            created_at=batch.created_at,
+            download_count=batch.download_count,
+            row=batch,
+        )
+
+    @strawberry.field(description="The batch's cards, oldest first.")
+    async def cards(
+        self,
+        info: Info,
+        first: Annotated[int | None, strawberry.argument(description=FIRST_DESCRIPTION)] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER_DESCRIPTION)] = None,
+        offset: Annotated[int | None, strawberry.argument(description=OFFSET_DESCRIPTION)] = None,
+        status: Annotated[
+            CardStatusEnum | None, strawberry.argument(description="Only cards in this state.")
+        ] = None,
+        keyword: Annotated[
+            str | None, strawberry.argument(description="The last 4 symbols of a code, or a whole code.")
+        ] = None,
+    ) -> CardConnection:
+        ctx = info.context
+        page = await cards.list_cards(
+            ctx.rt,
+            ctx.caller,
+            self.row,
+            status=status,
+            keyword=keyword,
+            first=first,
+            after=after,
+            offset=offset,
+        )
+        ctx.loaders.batch.prime(self.row.id, self.row)
+        return card_connection(page)
+
+
+@strawberry.type(name="Card", description="One pickup card. Its code is never shown whole after it is made.")
+class CardType:
+    id: strawberry.ID = strawberry.field(description="The card's id.")
+    masked_code: str = strawberry.field(
+        description='The code with only its last 4 symbols: "****-****-****-7K3Q".'
+    )
+    status: CardStatusEnum = strawberry.field(description="UNUSED, USED or DISABLED.")
+    remark: str | None = strawberry.field(description="The admin's note (备注).")
+    used_at: datetime | None = strawberry.field(description="When it was redeemed.")
+    member_id: strawberry.ID | None = strawberry.field(description="Who redeemed it.")
+    batch_id: strawberry.Private[int]
+
+    @classmethod
+    def of(cls, card: Card) -> CardType:
+        return cls(
+            id=strawberry.ID(str(card.id)),
+            masked_code=codes.masked(card.last4),
+            status=card.status,
+            remark=card.remark,
+            used_at=card.used_at,
+            member_id=None if card.member_id is None else strawberry.ID(str(card.member_id)),
+            batch_id=card.batch_id,
+        )
+
+    @strawberry.field(description="The batch the card belongs to.")
+    async def batch(self, info: Info) -> CardBatchType:
+        return CardBatchType.of(await info.context.loaders.batch.load(self.batch_id))
+
+    @strawberry.field(description="Past its batch's validity day (business time zone).")
+    async def expired(self, info: Info) -> bool:
+        batch = await info.context.loaders.batch.load(self.batch_id)
+        return cards.is_expired(info.context.rt, batch.valid_until)
+
+
+@strawberry.type(name="CardBatchEdge", description="A batch in a list, with its cursor.")
+class CardBatchEdge:
+    cursor: str = strawberry.field(description="Pass as `after` to continue after this batch.")
+    node: CardBatchType = strawberry.field(description="The batch.")
+
+
+@strawberry.type(name="CardBatchConnection", description="A page of batches.")
+class CardBatchConnection:
+    edges: list[CardBatchEdge] = strawberry.field(description="The batches with their cursors.")
+    nodes: list[CardBatchType] = strawberry.field(description="The batches.")
+    page_info: PageInfo = strawberry.field(description="Where this page sits.")
+    total_count: int = strawberry.field(description="Batches in the whole filtered list.")
+
+
+@strawberry.type(name="CardEdge", description="A card in a list, with its cursor.")
+class CardEdge:
+    cursor: str = strawberry.field(description="Pass as `after` to continue after this card.")
+    node: CardType = strawberry.field(description="The card.")
+
+
+@strawberry.type(name="CardConnection", description="A page of cards.")
+class CardConnection:
+    edges: list[CardEdge] = strawberry.field(description="The cards with their cursors.")
+    nodes: list[CardType] = strawberry.field(description="The cards.")
+    page_info: PageInfo = strawberry.field(description="Where this page sits.")
+    total_count: int = strawberry.field(description="Cards in the whole filtered list.")
+
+
+def batch_connection(page: Page[CardBatch]) -> CardBatchConnection:
+    return build_connection(CardBatchConnection, CardBatchEdge, page, CardBatchType.of)
+
+
+def card_connection(page: Page[Card]) -> CardConnection:
+    return build_connection(CardConnection, CardEdge, page, CardType.of)
+
+
+@strawberry.input(name="CardBatchFilter", description="Narrow the batch list; all given filters apply.")
+class CardBatchFilter:
+    product_type: ProductTypeEnum | None = strawberry.field(default=None, description="Only this product.")
+    status: CardBatchStatusEnum | None = strawberry.field(default=None, description="Only this status.")
+    keyword: str | None = strawberry.field(default=None, description="Part of the card name or batch number.")
+    batch_no: str | None = strawberry.field(default=None, description="Exactly this batch number.")
+
+    def to_service(self) -> cards.BatchFilter:
+        return cards.BatchFilter(
+            product_type=self.product_type, status=self.status, keyword=self.keyword, batch_no=self.batch_no
+        )
+
+
+@strawberry.input(
+    name="CreateCardBatchInput", description="A new batch: its configuration, how many cards, until when."
+)
+class CreateCardBatchInput:
+    name: str = strawberry.field(description="Card name, 1–100 characters.")
+    batch_no: str | None = strawberry.field(
+        default=None, description="Batch number (letters, digits, - and _); generated when absent; unique."
+    )
+    config: ProductConfigInput = strawberry.field(description="What the cards give.")
+    quantity: int = strawberry.field(
+        description="How many cards, 1 .. the configured maximum (default 100000)."
+    )
+    valid_until: date = strawberry.field(description="Last day the cards can be redeemed; today or later.")
+    status: CardBatchStatusEnum | None = strawberry.field(
+        default=CardBatchStatusEnum.ACTIVE, description="Initial status (正常 / 禁用); ACTIVE when null."
+    )
+
+    def to_service(self) -> cards.NewBatch:
+        return cards.NewBatch(
+            name=self.name,
+            batch_no=self.batch_no,
+            config=self.config.to_service(),
+            quantity=self.quantity,
+            valid_until=self.valid_until,
+            status=self.status or CardBatchStatusEnum.ACTIVE,
+        )
+
+
+@strawberry.type(name="CreateCardBatchSuccess", description="The batch was made with all its cards.")
+class CreateCardBatchSuccess:
+    batch: CardBatchType = strawberry.field(description="The new batch.")
+
+
+@strawberry.type(name="SetCardBatchStatusSuccess", description="The batch has the asked status.")
+class SetCardBatchStatusSuccess:
+    batch: CardBatchType = strawberry.field(description="The batch.")
+
+
+@strawberry.type(name="SetCardStatusSuccess", description="The card has the asked status.")
+class SetCardStatusSuccess:
+    card: CardType = strawberry.field(description="The card.")
+
+
+@strawberry.type(name="SetCardRemarkSuccess", description="The card's remark was saved.")
+class SetCardRemarkSuccess:
+    card: CardType = strawberry.field(description="The card.")
+
+
+@strawberry.type(
+    name="CardBatchDownload",
+    description="A single-use link to the batch's codes as text/plain: one code per line, XXXX-XXXX-XXXX-XXXX.",
+)
+class CardBatchDownloadType:
+    url: str = strawberry.field(description="GET it once, within 5 minutes.")
+    expires_at: datetime = strawberry.field(description="When the link stops working.")
+
+
+CreateCardBatchResult = Annotated[
+    CreateCardBatchSuccess | InvalidInputErrorType | NotFoundErrorType | OutOfStockErrorType,
+    strawberry.union(
+        "CreateCardBatchResult", description="The new batch, or why it was not made (nothing was)."
+    ),
+]
+SetCardBatchStatusResult = Annotated[
+    SetCardBatchStatusSuccess | NotFoundErrorType,
+    strawberry.union("SetCardBatchStatusResult", description="The batch, or that there is no such batch."),
+]
+SetCardStatusResult = Annotated[
+    SetCardStatusSuccess | NotFoundErrorType | InvalidStateErrorType,
+    strawberry.union("SetCardStatusResult", description="The card, or why its status cannot change."),
+]
+SetCardRemarkResult = Annotated[
+    SetCardRemarkSuccess | NotFoundErrorType | InvalidInputErrorType,
+    strawberry.union("SetCardRemarkResult", description="The card, or why the remark was refused."),
+]
+CreateCardBatchDownloadResult = Annotated[
+    CardBatchDownloadType | NotFoundErrorType | WrongPasswordErrorType | RateLimitedErrorType,
+    strawberry.union("CreateCardBatchDownloadResult", description="The link, or why none was made."),
+]

@@ -1,0 +1,450 @@
+"""Card batches and cards (F1–F4): creating a batch with its codes in bulk, the admin lists,
+disabling, remarks. Every admin write is audited and only touches rows that change."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Select, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models import BatchStatus, Card, CardBatch, CardStatus, ProductType
+from services import audit, codes
+from services.catalog import parse_id
+from services.errors import FieldProblem, InvalidInput, InvalidState, NotFound
+from services.paging import Page, keyset_page, page_request
+from services.pricing import ConfigInput, PricedConfig, ensure_in_stock, price_config
+from services.runtime import Caller, Runtime
+
+NAME_MAX = 100
+REMARK_MAX = 500
+BATCH_NO_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+INSERT_CHUNK = 5000
+MAX_CHUNK_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class NewBatch:
+    name: str
+    batch_no: str | None
+    config: ConfigInput
+    quantity: int
+    valid_until: date
+    status: BatchStatus = BatchStatus.ACTIVE
+
+
+@dataclass(frozen=True)
+class BatchFilter:
+    product_type: ProductType | None = None
+    status: BatchStatus | None = None
+    keyword: str | None = None
+    batch_no: str | None = None
+
+
+def _batch_audit_view(batch: CardBatch) -> dict[str, Any]:
+    return {
+        "batchNo": batch.batch_no,
+        "name": batch.name,
+        "productType": batch.product_type.value,
+        "quantity": batch.quantity,
+        "referencePrice": str(batch.reference_price),
+        "validUntil": batch.valid_until.isoformat(),
+        "status": batch.status.value,
+        "summary": batch.config["summary"],
+    }
+
+
+# ---------------------------------------------------------------- creating a batch
+
+
+def _check_new_batch(rt: Runtime, new: NewBatch) -> list[FieldProblem]:
+    problems = []
+    name = new.name.strip()
+    if not name:
+        problems.append(FieldProblem("name", "field.blank"))
+    elif len(name) > NAME_MAX:
+        problems.append(FieldProblem("name", "field.too_long", {"max": NAME_MAX}))
+    if new.batch_no is not None and not BATCH_NO_PATTERN.match(new.batch_no):
+        problems.append(
+            FieldProblem("batchNo", "field.bad_format", {"expected": "1-32 letters, digits, - or _"})
+        )
+    maximum = rt.settings.max_batch_quantity
+    if not 1 <= new.quantity <= maximum:
+        problems.append(FieldProblem("quantity", "field.out_of_range", {"min": 1, "max": maximum}))
+    today = rt.today()
+    if new.valid_until < today:
+        problems.append(FieldProblem("validUntil", "field.in_past", {"today": today.isoformat()}))
+    return problems
+
+
+async def _price(session: AsyncSession, config: ConfigInput, problems: list[FieldProblem]) -> PricedConfig:
+    """Price the configuration, reporting its problems together with the batch's own."""
+    try:
+        priced = await price_config(session, config, field_prefix="config.")
+    except InvalidInput as refused:
+        raise InvalidInput(problems + refused.problems) from None
+    except NotFound:
+        if problems:
+            raise InvalidInput(problems) from None
+        raise
+    if problems:
+        raise InvalidInput(problems)
+    ensure_in_stock(priced)
+    return priced
+
+
+def _new_batch_no(today: date) -> str:
+    return f"P{today:%Y%m%d}-{codes.generate()[:6]}"
+
+
+def _sealed_rows(sealer: codes.CodeSealer, batch_id: int, first_seq: int, count: int) -> list[dict[str, Any]]:
+    rows = []
+    for seq in range(first_seq, first_seq + count):
+        sealed = sealer.seal(codes.generate())
+        rows.append(
+            {
+                "batch_id": batch_id,
+                "seq": seq,
+                "code_hash": sealed.code_hash,
+                "code_cipher": sealed.code_cipher,
+                "key_version": sealed.key_version,
+                "last4": sealed.last4,
+                "status": CardStatus.UNUSED,
+            }
+        )
+    return rows
+
+
+async def _insert_cards(session: AsyncSession, rt: Runtime, batch_id: int, quantity: int) -> None:
+    """Generate and insert the batch's cards in chunks of Core executemany (never one ORM object
+    per card). A chunk whose code collides with an existing one is made again with fresh codes."""
+    sealer = codes.CodeSealer(rt.keys)
+    connection = await session.connection()
+    table = Card.__table__
+    seq = 1
+    while seq <= quantity:
+        count = min(INSERT_CHUNK, quantity - seq + 1)
+        for attempt in range(1, MAX_CHUNK_ATTEMPTS + 1):
+            # sealing is CPU work: keep the event loop answering other requests meanwhile
+            rows = await asyncio.to_thread(_sealed_rows, sealer, batch_id, seq, count)
+            try:
+                async with connection.begin_nested():
+                    await connection.execute(insert(table), rows)
+                break
+            except IntegrityError:
+                if attempt == MAX_CHUNK_ATTEMPTS:
+                    raise
+        seq += count
+
+
+async def create_batch(rt: Runtime, caller: Caller, new: NewBatch) -> CardBatch:
+    """`createCardBatch`: check everything, freeze the configuration and its Linux price, make the codes."""
+    viewer = caller.require_admin()
+    problems = _check_new_batch(rt, new)
+    async with rt.db.read() as session:
+        priced = await _price(session, new.config, problems)
+        if new.batch_no is not None:
+            taken = await session.scalar(select(CardBatch.id).where(CardBatch.batch_no == new.batch_no))
+            if taken is not None:
+                raise InvalidInput([FieldProblem("batchNo", "field.taken")])
+    async with rt.db.write() as session:
+        batch = CardBatch(
+            batch_no=new.batch_no or _new_batch_no(rt.today()),
+            name=new.name.strip(),
+            product_type=priced.product_type,
+            line_id=priced.line.id,
+            product_model_id=priced.product_model.id if priced.product_model else None,
+            hosting_plan_id=priced.plan.id if priced.plan else None,
+            months=priced.months,
+            config=priced.snapshot(),
+            reference_price=priced.linux_price,
+            windows_price=priced.windows_price,
+            quantity=new.quantity,
+            valid_until=new.valid_until,
+            status=new.status,
+            created_by=viewer.id,
+            created_at=rt.now(),
+        )
+        session.add(batch)
+        try:
+            async with session.begin_nested():
+                await session.flush()
+        except IntegrityError:
+            # only the batch number is unique here: taken by a batch made since the check above
+            raise InvalidInput([FieldProblem("batchNo", "field.taken")]) from None
+        await _insert_cards(session, rt, batch.id, new.quantity)
+        await audit.record(
+            session,
+            rt,
+            caller,
+            action="card_batch.create",
+            entity="card_batch",
+            entity_id=batch.id,
+            new=_batch_audit_view(batch),
+        )
+    return batch
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _batch_statement(filter: BatchFilter) -> Select[Any]:
+    statement = select(CardBatch)
+    if filter.product_type is not None:
+        statement = statement.where(CardBatch.product_type == ProductType(filter.product_type))
+    if filter.status is not None:
+        statement = statement.where(CardBatch.status == BatchStatus(filter.status))
+    if filter.batch_no:
+        statement = statement.where(CardBatch.batch_no == filter.batch_no.strip())
+    if filter.keyword and filter.keyword.strip():
+        pattern = f"%{_escape_like(filter.keyword.strip().lower())}%"
+        statement = statement.where(
+            or_(
+                func.lower(CardBatch.name).like(pattern, escape="\\"),
+                func.lower(CardBatch.batch_no).like(pattern, escape="\\"),
+            )
+        )
+    return statement
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def list_batches(
+    rt: Runtime,
+    caller: Caller,
+    filter: BatchFilter,
+    *,
+    first: int | None,
+    after: str | None,
+    offset: int | None,
+) -> Page[CardBatch]:
+    """`cardBatches`: newest first."""
+    caller.require_admin()
+    request = page_request("CardBatch", first, after, offset)
+    async with rt.db.read() as session:
+        return await keyset_page(
+            session,
+            _batch_statement(filter),
+            kind="CardBatch",
+            key=CardBatch.id,
+            descending=True,
+            request=request,
+        )
+
+
+async def get_batch(rt: Runtime, caller: Caller, batch_id: str) -> CardBatch | None:
+    """`cardBatch(id)`: null when there is no such batch."""
+    caller.require_admin()
+    parsed = parse_id(batch_id)
+    if parsed is None:
+        return None
+    async with rt.db.read() as session:
+        return await session.get(CardBatch, parsed)
+
+
+async def batches_by_ids(rt: Runtime, ids: list[int]) -> dict[int, CardBatch]:
+    """For DataLoaders: the batches with these ids (callers already passed their permission check)."""
+    async with rt.db.read() as session:
+        return {
+            batch.id: batch for batch in await session.scalars(select(CardBatch).where(CardBatch.id.in_(ids)))
+        }
+
+
+def _card_keyword(keyword: str) -> tuple[str, str] | None:
+    """("code", normalised code) for a whole code, ("last4", symbols) for up to 4 symbols, else None."""
+    typed = keyword.strip()
+    whole = codes.normalise(typed)
+    if whole is not None:
+        return ("code", whole)
+    symbols = typed.upper().replace("-", "").replace(" ", "")
+    if 1 <= len(symbols) <= 4:
+        return ("last4", symbols)
+    return None
+
+
+def _counted_total(batch: CardBatch, status: CardStatus | None) -> int:
+    """The size of a batch's card list from its counters, which change in the same transaction as
+    the cards: no count(*) over a million rows."""
+    if status is None:
+        return batch.quantity
+    return {
+        CardStatus.USED: batch.used_count,
+        CardStatus.DISABLED: batch.disabled_count,
+        CardStatus.UNUSED: batch.quantity - batch.used_count - batch.disabled_count,
+    }[CardStatus(status)]
+
+
+async def list_cards(
+    rt: Runtime,
+    caller: Caller,
+    batch: CardBatch,
+    *,
+    status: CardStatus | None,
+    keyword: str | None,
+    first: int | None,
+    after: str | None,
+    offset: int | None,
+) -> Page[Card]:
+    """`CardBatch.cards`: oldest first; `keyword` is the last 4 symbols or a whole code."""
+    caller.require_admin()
+    request = page_request("Card", first, after, offset)
+    statement = select(Card).where(Card.batch_id == batch.id)
+    if status is not None:
+        statement = statement.where(Card.status == CardStatus(status))
+    total: int | None = None
+    if keyword and keyword.strip():
+        match = _card_keyword(keyword)
+        if match is None:
+            return Page([], 0, has_next=False, has_previous=request.has_previous)
+        kind, value = match
+        statement = statement.where(
+            Card.code_hash == rt.keys.code_hash(value) if kind == "code" else Card.last4.like(f"%{value}")
+        )
+    else:
+        total = _counted_total(batch, status)
+        if status is None and request.offset:
+            # seq numbers the cards 1..quantity: the page after `offset` cards starts past seq = offset
+            statement = statement.where(Card.seq > request.offset)
+            request = page_request("Card", request.first, None, None)
+            async with rt.db.read() as session:
+                page = await keyset_page(
+                    session,
+                    statement,
+                    kind="Card",
+                    key=Card.seq,
+                    descending=False,
+                    request=request,
+                    total_count=total,
+                )
+            return Page(page.items, page.total_count, page.has_next, has_previous=True)
+    async with rt.db.read() as session:
+        return await keyset_page(
+            session,
+            statement,
+            kind="Card",
+            key=Card.seq,
+            descending=False,
+            request=request,
+            total_count=total,
+        )
+
+
+async def cards_by_ids(rt: Runtime, ids: list[int]) -> dict[int, Card]:
+    async with rt.db.read() as session:
+        return {card.id: card for card in await session.scalars(select(Card).where(Card.id.in_(ids)))}
+
+
+def is_expired(rt: Runtime, valid_until: date) -> bool:
+    """A card is good until the end of its batch's validity day in the business time zone."""
+    return rt.today() > valid_until
+
+
+# ---------------------------------------------------------------- admin writes
+
+
+async def set_batch_status(rt: Runtime, caller: Caller, batch_id: str, status: BatchStatus) -> CardBatch:
+    """`setCardBatchStatus`: ACTIVE ↔ DISABLED; setting the status it already has changes nothing."""
+    caller.require_admin()
+    status = BatchStatus(status)
+    parsed = parse_id(batch_id)
+    async with rt.db.write() as session:
+        batch = None if parsed is None else await session.get(CardBatch, parsed, with_for_update=True)
+        if batch is None:
+            raise NotFound()
+        if batch.status is status:
+            return batch
+        old = batch.status
+        batch.status = status
+        await audit.record(
+            session,
+            rt,
+            caller,
+            action="card_batch.set_status",
+            entity="card_batch",
+            entity_id=batch.id,
+            old={"status": old.value},
+            new={"status": status.value},
+        )
+    return batch
+
+
+async def set_card_status(rt: Runtime, caller: Caller, card_id: str, status: CardStatus) -> Card:
+    """`setCardStatus`: UNUSED ↔ DISABLED only; a used card cannot be disabled (R5)."""
+    caller.require_admin()
+    status = CardStatus(status)
+    parsed = parse_id(card_id)
+    async with rt.db.write() as session:
+        card = None if parsed is None else await session.get(Card, parsed, with_for_update=True)
+        if card is None:
+            raise NotFound()
+        if card.status is CardStatus.USED:
+            raise InvalidState(key="INVALID_STATE.card_used")
+        if status is CardStatus.USED:
+            raise InvalidState(key="INVALID_STATE.status_change")
+        if card.status is status:
+            return card
+        old = card.status
+        # conditional: a redemption claiming the card meanwhile makes this touch nothing
+        changed = await session.execute(
+            update(Card).where(Card.id == card.id, Card.status == old).values(status=status)
+        )
+        if changed.rowcount != 1:
+            raise InvalidState(key="INVALID_STATE.card_used")
+        delta = 1 if status is CardStatus.DISABLED else -1
+        await session.execute(
+            update(CardBatch)
+            .where(CardBatch.id == card.batch_id)
+            .values(disabled_count=CardBatch.disabled_count + delta)
+        )
+        await audit.record(
+            session,
+            rt,
+            caller,
+            action="card.set_status",
+            entity="card",
+            entity_id=card.id,
+            old={"status": old.value},
+            new={"status": status.value},
+        )
+        await session.refresh(card)
+    return card
+
+
+async def set_card_remark(rt: Runtime, caller: Caller, card_id: str, remark: str) -> Card:
+    """`setCardRemark`: at most 500 characters; an empty remark clears it."""
+    caller.require_admin()
+    if len(remark) > REMARK_MAX:
+        raise InvalidInput([FieldProblem("remark", "field.too_long", {"max": REMARK_MAX})])
+    parsed = parse_id(card_id)
+    new_remark = remark.strip() or None
+    async with rt.db.write() as session:
+        card = None if parsed is None else await session.get(Card, parsed, with_for_update=True)
+        if card is None:
+            raise NotFound()
+        if card.remark == new_remark:
+            return card
+        old = card.remark
+        card.remark = new_remark
+        await audit.record(
+            session,
+            rt,
+            caller,
+            action="card.set_remark",
+            entity="card",
+            entity_id=card.id,
+            old={"remark": old},
+            new={"remark": new_remark},
+        )
+    return card
+
+
+def new_batch_no_for_tests() -> str:  # pragma: no cover - helper kept out of the API
+    return secrets.token_hex(4)
