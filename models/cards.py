@@ -15,6 +15,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -71,9 +72,17 @@ class Card(Base):
         ),
         # seq numbers a batch's cards 1..quantity: page jumps become index seeks, not OFFSET scans
         UniqueConstraint("batch_id", "seq", name="uq_cards_batch_seq"),
-        Index("ix_cards_batch_status", "batch_id", "status", "seq"),
+        # USED and DISABLED cards only: new cards are all UNUSED, so generating a batch never
+        # writes to this index; an UNUSED list walks uq_cards_batch_seq instead
+        Index(
+            "ix_cards_batch_status",
+            "batch_id",
+            "status",
+            "seq",
+            sqlite_where=text("status <> 'UNUSED'"),
+            postgresql_where=text("status <> 'UNUSED'"),
+        ),
         Index("ix_cards_batch_last4", "batch_id", "last4"),
-        Index("ix_cards_member", "member_id"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)

@@ -3,9 +3,12 @@ normalised from what people type, looked up by keyed hash and kept only encrypte
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import secrets
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -18,16 +21,16 @@ PAYLOAD_LENGTH = 15
 CODE_LENGTH = PAYLOAD_LENGTH + 1
 _TYPED_ALIASES = str.maketrans({"O": "0", "I": "1", "L": "1", " ": None, "-": None})
 NONCE_BYTES = 12
+# RFC 4648 base32 symbols, in value order, mapped onto ours: b32encode then does the bit work in C
+_FROM_RFC4648 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", ALPHABET)
+_RANDOM_BYTES = 10  # 80 bits = 16 base32 symbols, of which the first 15 (75 bits) are used
+# Luhn mod N: from the right, every other symbol is doubled and its "digits" in base N summed
+_DOUBLED = {symbol: (2 * value) // N + (2 * value) % N for symbol, value in VALUE.items()}
 
 
 def check_symbol(payload: str) -> str:
     """The Luhn mod N check symbol of `payload` (symbols of ALPHABET)."""
-    total = 0
-    factor = 2
-    for symbol in reversed(payload):
-        addend = factor * VALUE[symbol]
-        total += addend // N + addend % N
-        factor = 3 - factor
+    total = sum(map(_DOUBLED.__getitem__, payload[::-2])) + sum(map(VALUE.__getitem__, payload[-2::-2]))
     return ALPHABET[(N - total % N) % N]
 
 
@@ -41,11 +44,17 @@ def normalise(typed: str) -> str | None:
     return code
 
 
+def generate_many(count: int) -> list[str]:
+    """`count` new random codes: 75 bits each from `secrets`, then the check symbol."""
+    symbols = (
+        base64.b32encode(secrets.token_bytes(_RANDOM_BYTES * count)).decode("ascii").translate(_FROM_RFC4648)
+    )
+    payloads = [symbols[i : i + PAYLOAD_LENGTH] for i in range(0, len(symbols), CODE_LENGTH)]
+    return [payload + check_symbol(payload) for payload in payloads]
+
+
 def generate() -> str:
-    """A new random code: 75 bits from `secrets`, then the check symbol."""
-    bits = secrets.randbits(5 * PAYLOAD_LENGTH)
-    payload = "".join(ALPHABET[(bits >> (5 * i)) & 31] for i in range(PAYLOAD_LENGTH))
-    return payload + check_symbol(payload)
+    return generate_many(1)[0]
 
 
 def display(code: str) -> str:
@@ -57,8 +66,7 @@ def masked(last4: str) -> str:
     return f"****-****-****-{last4}"
 
 
-@dataclass(frozen=True)
-class SealedCode:
+class SealedCode(NamedTuple):
     """What is stored for a code: lookup hash, ciphertext (nonce ‖ ciphertext+tag), key version, last 4."""
 
     code_hash: bytes
@@ -75,12 +83,21 @@ class CodeSealer:
         self._aead = {version: AESGCM(key) for version, key in keys.code_encryption.items()}
 
     def seal(self, code: str) -> SealedCode:
-        code_hash = self.keys.code_hash(code)
-        nonce = os.urandom(NONCE_BYTES)
-        cipher = nonce + self._aead[CODE_KEY_VERSION].encrypt(nonce, code.encode("ascii"), code_hash)
-        return SealedCode(
-            code_hash=code_hash, code_cipher=cipher, key_version=CODE_KEY_VERSION, last4=code[-4:]
-        )
+        return self.seal_many([code])[0]
+
+    def seal_many(self, codes: list[str]) -> list[SealedCode]:
+        lookup_key = self.keys.code_lookup
+        encrypt = self._aead[CODE_KEY_VERSION].encrypt
+        nonces = os.urandom(NONCE_BYTES * len(codes))
+        sealed = []
+        for index, code in enumerate(codes):
+            raw = code.encode("ascii")
+            code_hash = hmac.digest(lookup_key, raw, hashlib.sha256)
+            nonce = nonces[index * NONCE_BYTES : (index + 1) * NONCE_BYTES]
+            sealed.append(
+                SealedCode(code_hash, nonce + encrypt(nonce, raw, code_hash), CODE_KEY_VERSION, code[-4:])
+            )
+        return sealed
 
     def open(self, code_hash: bytes, code_cipher: bytes, key_version: int) -> str:
         nonce, body = code_cipher[:NONCE_BYTES], code_cipher[NONCE_BYTES:]

@@ -34,4 +34,4 @@ class Keys:
         )
 
     def code_hash(self, normalised_code: str) -> bytes:
-        return hmac.new(self.code_lookup, normalised_code.encode("ascii"), hashlib.sha256).digest()
+        return hmac.digest(self.code_lookup, normalised_code.encode("ascii"), hashlib.sha256)

@@ -8,17 +8,23 @@ turn instead of failing with "database is locked". PostgreSQL: one ordinary pool
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from sqlalchemy import event
+import asyncpg
+from sqlalchemy import Table, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from tihuo.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class DuplicateKey(Exception):
+    """A bulk insert hit a unique constraint; the transaction (or savepoint) must be rolled back."""
 
 
 def _sqlite_pragmas(engine: AsyncEngine, synchronous: str, begin: str) -> None:
@@ -80,6 +86,23 @@ class Database:
             return
         async with self._write_lock, self._write_sessions.begin() as session:
             yield session
+
+    async def bulk_insert(
+        self, session: AsyncSession, table: Table, columns: Sequence[str], rows: list[tuple[object, ...]]
+    ) -> None:
+        """Insert many rows through the driver's own fast path, inside the session's transaction:
+        sqlite3 executemany, or COPY on PostgreSQL. Values must already be in storage form."""
+        connection = await session.connection()
+        raw = (await connection.get_raw_connection()).driver_connection
+        try:
+            if self.is_sqlite:
+                # names come from our own Table and column tuple, never from input
+                statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"  # noqa: S608
+                await raw.executemany(statement, rows)
+            else:
+                await raw.copy_records_to_table(table.name, records=rows, columns=list(columns))
+        except (sqlite3.IntegrityError, asyncpg.UniqueViolationError) as exc:
+            raise DuplicateKey(str(exc)) from exc
 
     async def dispose(self) -> None:
         await self.engine.dispose()

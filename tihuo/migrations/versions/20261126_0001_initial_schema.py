@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 08:21:04.319406
+Create Date: 2026-11-26 08:27:32.546215
 """
 
 from collections.abc import Sequence
@@ -307,8 +307,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("cards", schema=None) as batch_op:
         batch_op.create_index("ix_cards_batch_last4", ["batch_id", "last4"], unique=False)
-        batch_op.create_index("ix_cards_batch_status", ["batch_id", "status", "seq"], unique=False)
-        batch_op.create_index("ix_cards_member", ["member_id"], unique=False)
+        batch_op.create_index(
+            "ix_cards_batch_status",
+            ["batch_id", "status", "seq"],
+            unique=False,
+            sqlite_where=sa.text("status <> 'UNUSED'"),
+            postgresql_where=sa.text("status <> 'UNUSED'"),
+        )
 
     op.create_table(
         "orders",
@@ -580,8 +585,11 @@ def downgrade() -> None:
 
     op.drop_table("orders")
     with op.batch_alter_table("cards", schema=None) as batch_op:
-        batch_op.drop_index("ix_cards_member")
-        batch_op.drop_index("ix_cards_batch_status")
+        batch_op.drop_index(
+            "ix_cards_batch_status",
+            sqlite_where=sa.text("status <> 'UNUSED'"),
+            postgresql_where=sa.text("status <> 'UNUSED'"),
+        )
         batch_op.drop_index("ix_cards_batch_last4")
 
     op.drop_table("cards")
