@@ -267,8 +267,8 @@ def _card_keyword(keyword: str) -> tuple[str, str] | None:
     whole = codes.normalise(typed)
     if whole is not None:
         return ("code", whole)
-    symbols = typed.upper().replace("-", "").replace(" ", "")
-    if 1 <= len(symbols) <= 4:
+    symbols = codes.symbols_of(typed)
+    if symbols is not None and 1 <= len(symbols) <= 4:
         return ("last4", symbols)
     return None
 
@@ -309,7 +309,9 @@ async def list_cards(
             return Page([], 0, has_next=False, has_previous=request.has_previous)
         kind, value = match
         statement = statement.where(
-            Card.code_hash == rt.keys.code_hash(value) if kind == "code" else Card.last4.like(f"%{value}")
+            Card.code_hash == rt.keys.code_hash(value)
+            if kind == "code"
+            else Card.last4.endswith(value, autoescape=True)
         )
     else:
         total = _counted_total(batch, status)
@@ -424,10 +426,10 @@ async def set_card_status(rt: Runtime, caller: Caller, card_id: str, status: Car
 async def set_card_remark(rt: Runtime, caller: Caller, card_id: str, remark: str) -> Card:
     """`setCardRemark`: at most 500 characters; an empty remark clears it."""
     caller.require_admin()
-    if len(remark) > REMARK_MAX:
+    new_remark = remark.strip() or None
+    if new_remark is not None and len(new_remark) > REMARK_MAX:
         raise InvalidInput([FieldProblem("remark", "field.too_long", {"max": REMARK_MAX})])
     parsed = parse_id(card_id)
-    new_remark = remark.strip() or None
     async with rt.db.write() as session:
         card = None if parsed is None else await session.get(Card, parsed, with_for_update=True)
         if card is None:

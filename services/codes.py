@@ -34,6 +34,12 @@ def check_symbol(payload: str) -> str:
     return ALPHABET[(N - total % N) % N]
 
 
+def symbols_of(typed: str) -> str | None:
+    """What a person typed as code symbols (any length), or None if anything else is in it."""
+    symbols = typed.upper().translate(_TYPED_ALIASES)
+    return symbols if all(symbol in VALUE for symbol in symbols) else None
+
+
 def normalise(typed: str) -> str | None:
     """The canonical 16-symbol code for what a person typed, or None when it cannot be one."""
     code = typed.upper().translate(_TYPED_ALIASES)

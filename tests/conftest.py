@@ -148,7 +148,8 @@ async def make_user(
     from services.accounts import create_user
 
     viewer = await create_user(rt, username=username, password=password, role=role, phone="13800000000")
-    token = issue_token(rt.keys.token, TokenClaims(viewer.id, 1, rt.now() + timedelta(hours=1)))
+    # long-lived, so tests that move the clock far ahead stay signed in
+    token = issue_token(rt.keys.token, TokenClaims(viewer.id, 1, rt.now() + timedelta(days=3650)))
     return SignedInUser(viewer=viewer, password=password, token=token)
 
 
