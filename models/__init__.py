@@ -16,6 +16,7 @@ from models.cards import Card, CardBatch, CardBatchDownload
 from models.catalog import HostingPlan, Line, OsImage, ProductModel, Region, line_os_images
 from models.orders import Instance, Order, ProvisioningJob
 from models.redemption import IdempotencyKey, Redemption
+from models.simulated import SimulatedServer
 
 __all__ = [
     "AttemptCounter",
@@ -41,6 +42,7 @@ __all__ = [
     "Redemption",
     "Region",
     "Role",
+    "SimulatedServer",
     "User",
     "line_os_images",
 ]

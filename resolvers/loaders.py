@@ -8,8 +8,8 @@ from typing import Any
 
 from strawberry.dataloader import DataLoader
 
-from models import CardBatch, Line, OsImage, ProductType, Region
-from services import cards, catalog
+from models import Card, CardBatch, Instance, Line, Order, OsImage, ProductType, Region
+from services import cards, catalog, orders
 from services.runtime import Caller, Runtime
 
 
@@ -21,6 +21,11 @@ class Loaders:
         self.os_images_by_line = DataLoader[int, list[OsImage]](self._os_images_by_line)
         self.region = DataLoader[int, Region | None](self._regions)
         self.batch = DataLoader[int, CardBatch](self._batches)
+        self.card = DataLoader[int, Card](self._cards)
+        self.order = DataLoader[int, Order](self._orders)
+        self.order_by_card = DataLoader[int, Order | None](self._orders_by_card)
+        self.instance_by_order = DataLoader[int, Instance | None](self._instances_by_order)
+        self.os_image = DataLoader[int, OsImage | None](self._os_images)
 
     async def _lines_by_region(self, keys: Sequence[tuple[int, ProductType | None]]) -> list[list[Line]]:
         by_type: dict[ProductType | None, list[int]] = defaultdict(list)
@@ -44,3 +49,23 @@ class Loaders:
     async def _batches(self, keys: Sequence[int]) -> list[CardBatch]:
         batches = await cards.batches_by_ids(self.rt, list(keys))
         return [batches[key] for key in keys]
+
+    async def _cards(self, keys: Sequence[int]) -> list[Card]:
+        found = await cards.cards_by_ids(self.rt, list(keys))
+        return [found[key] for key in keys]
+
+    async def _orders(self, keys: Sequence[int]) -> list[Order]:
+        found = await orders.orders_by_ids(self.rt, list(keys))
+        return [found[key] for key in keys]
+
+    async def _orders_by_card(self, keys: Sequence[int]) -> list[Order | None]:
+        found = await orders.live_orders_by_card(self.rt, list(keys))
+        return [found.get(key) for key in keys]
+
+    async def _instances_by_order(self, keys: Sequence[int]) -> list[Instance | None]:
+        found = await orders.instances_by_order(self.rt, list(keys))
+        return [found.get(key) for key in keys]
+
+    async def _os_images(self, keys: Sequence[int]) -> list[OsImage | None]:
+        found = await catalog.os_images_by_ids(self.rt.db, list(keys))
+        return [found.get(key) for key in keys]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from strawberry.types import Info
@@ -29,6 +29,9 @@ from schema.pagination import (
 )
 from services import cards, codes
 from services.paging import Page
+
+if TYPE_CHECKING:
+    from schema.orders import OrderType
 
 
 @strawberry.type(
@@ -133,6 +136,13 @@ class CardType:
     @strawberry.field(description="The batch the card belongs to.")
     async def batch(self, info: Info) -> CardBatchType:
         return CardBatchType.of(await info.context.loaders.batch.load(self.batch_id))
+
+    @strawberry.field(description="The order it paid for, once used (a cancelled order is not shown).")
+    async def order(self, info: Info) -> Annotated[OrderType, strawberry.lazy("schema.orders")] | None:
+        from schema.orders import OrderType
+
+        row = await info.context.loaders.order_by_card.load(int(self.id))
+        return None if row is None else OrderType.of(row)
 
     @strawberry.field(description="Past its batch's validity day (business time zone).")
     async def expired(self, info: Info) -> bool:

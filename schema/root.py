@@ -12,7 +12,8 @@ from strawberry.extensions import (
 )
 from strawberry.schema.config import StrawberryConfig
 
-from resolvers import accounts, cards, catalog
+from resolvers import accounts, cards, catalog, redemption
+from resolvers import orders as order_resolvers  # `orders` is also a Query field
 from schema.accounts import LoginResult, ViewerType
 from schema.cards import (
     CardBatchConnection,
@@ -25,6 +26,14 @@ from schema.cards import (
 )
 from schema.catalog import HostingPlanType, ProductModelType, QuoteResult, RegionType
 from schema.errors import EXCEPTION_HANDLERS, TopLevelErrors, log_unexpected
+from schema.orders import (
+    CancelOrderResult,
+    InstanceConnection,
+    OrderConnection,
+    OrderType,
+    RetryProvisioningResult,
+)
+from schema.redemption import RedeemCardResult, RedemptionConnection, RedemptionPreviewResult
 from schema.scalars import SCALAR_MAP
 
 
@@ -51,6 +60,26 @@ class Query:
     card_batch: CardBatchType | None = strawberry.field(
         resolver=cards.card_batch, description="One batch with its cards; null if there is none. Admin."
     )
+    redemptions: RedemptionConnection = strawberry.field(
+        resolver=redemption.redemptions, description="The usage log (提货卡使用记录), newest first. Admin."
+    )
+    orders: OrderConnection = strawberry.field(
+        resolver=order_resolvers.order_list, description="Orders, newest first. Admin."
+    )
+    order: OrderType | None = strawberry.field(
+        resolver=order_resolvers.order,
+        description="One order. Admins see any; a member only their own (else null).",
+    )
+    redemption_preview: RedemptionPreviewResult = strawberry.field(
+        resolver=redemption.redemption_preview,
+        description="Step 2 of redeeming: what the card gives and the images to choose from. Member.",
+    )
+    my_redemptions: RedemptionConnection = strawberry.field(
+        resolver=redemption.my_redemptions, description="The member's redeemed cards, newest first. Member."
+    )
+    my_instances: InstanceConnection = strawberry.field(
+        resolver=order_resolvers.my_instances, description="The member's products, newest first. Member."
+    )
 
 
 @strawberry.type(description="Writes. Each returns a result union: success, or the business error as data.")
@@ -72,6 +101,18 @@ class Mutation:
     )
     set_card_remark: SetCardRemarkResult = strawberry.field(
         resolver=cards.set_card_remark, description="Set a card's remark (备注). Admin."
+    )
+    redeem_card: RedeemCardResult = strawberry.field(
+        resolver=redemption.redeem_card,
+        description="Redeem a card: the order is placed and provisioning starts; the card is then void. Member.",
+    )
+    retry_provisioning: RetryProvisioningResult = strawberry.field(
+        resolver=order_resolvers.retry_provisioning,
+        description="Queue a FAILED order's provisioning again. Admin.",
+    )
+    cancel_order: CancelOrderResult = strawberry.field(
+        resolver=order_resolvers.cancel_order,
+        description="Cancel a FAILED order; its card becomes UNUSED again (R7: failures are recoverable). Admin.",
     )
     create_card_batch_download: CreateCardBatchDownloadResult = strawberry.field(
         resolver=cards.create_card_batch_download,

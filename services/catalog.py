@@ -1036,3 +1036,10 @@ async def browse_hosting_plans(rt: Runtime, caller: Caller, line_id: str) -> lis
     caller.require_signed_in()
     parsed = parse_id(line_id)
     return [] if parsed is None else await hosting_plans_for_line(rt.db, parsed)
+
+
+async def os_images_by_ids(db: Database, ids: Iterable[int]) -> dict[int, OsImage]:
+    """For DataLoaders: images by id."""
+    async with db.read() as session:
+        result = await session.scalars(select(OsImage).where(OsImage.id.in_(list(ids))))
+        return {image.id: image for image in result}

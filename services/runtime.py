@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -27,6 +28,10 @@ class Runtime:
     settings: Settings
     keys: Keys
     clock: Callable[[], datetime] = _utcnow
+    # set after a commit that queued provisioning work, so an in-process worker starts at once
+    jobs_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # striped per-member locks for card-code attempts (services.redemption)
+    attempt_locks: list[asyncio.Lock] = field(default_factory=lambda: [asyncio.Lock() for _ in range(64)])
 
     def now(self) -> datetime:
         return self.clock()

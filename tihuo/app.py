@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +20,7 @@ from strawberry.asgi import GraphQL
 
 from resolvers.context import Context, build_context
 from schema.root import build_schema
-from services import downloads
+from services import downloads, provisioning
 from services.keys import Keys
 from services.runtime import Runtime
 from tihuo.db import database_from_settings
@@ -48,8 +49,11 @@ def build_runtime(settings: Settings) -> Runtime:
     )
 
 
-def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Starlette:
-    """The app for `settings` (read from the environment when absent), or around a ready runtime (tests)."""
+def create_app(
+    settings: Settings | None = None, *, runtime: Runtime | None = None, start_worker: bool = False
+) -> Starlette:
+    """The app for `settings` (read from the environment when absent), or around a ready runtime (tests).
+    With `start_worker` the lifespan also runs the provisioning worker in-process (`tihuo serve`)."""
     owns_runtime = runtime is None
     if runtime is None:
         runtime = build_runtime(settings or load_settings())
@@ -86,9 +90,28 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        yield
-        if owns_runtime:
-            await rt.db.dispose()
+        stop = asyncio.Event()
+        worker = None
+        if start_worker:
+            worker = asyncio.create_task(
+                provisioning.run_worker(
+                    rt,
+                    provisioning.provisioner_from_settings(rt),
+                    provisioning.notifier_from_settings(rt),
+                    worker_id=provisioning.default_worker_id(),
+                    stop=stop,
+                    poll_seconds=config.worker_poll_seconds,
+                ),
+                name="provisioning-worker",
+            )
+        try:
+            yield
+        finally:
+            if worker is not None:
+                stop.set()
+                await worker
+            if owns_runtime:
+                await rt.db.dispose()
 
     app = Starlette(
         routes=[

@@ -1,10 +1,11 @@
-"""The `tihuo` command line: serve, migrate, catalog load, users create, export-schema."""
+"""The `tihuo` command line: serve, worker, migrate, catalog load, users create, export-schema."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import secrets
+import signal
 import sys
 from pathlib import Path
 
@@ -80,7 +81,55 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         else:
             print("Demo: the database already has users; nothing was added.")
     print(f"GraphQL (GraphiQL in a browser): http://{args.host}:{args.port}/graphql", flush=True)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None, proxy_headers=True)
+    uvicorn.run(
+        create_app(settings, start_worker=True),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        proxy_headers=True,
+    )
+    return 0
+
+
+async def _work(settings: Settings) -> None:
+    # the runtime without tihuo.app: a worker machine needs no GraphQL schema
+    from services.keys import Keys
+    from services.provisioning import (
+        default_worker_id,
+        notifier_from_settings,
+        provisioner_from_settings,
+        run_worker,
+    )
+    from services.runtime import Runtime
+    from tihuo.db import database_from_settings
+
+    rt = Runtime(
+        db=database_from_settings(settings), settings=settings, keys=Keys.from_secret(settings.secret)
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await run_worker(
+            rt,
+            provisioner_from_settings(rt),
+            notifier_from_settings(rt),
+            worker_id=default_worker_id(),
+            stop=stop,
+            poll_seconds=settings.worker_poll_seconds,
+        )
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await rt.db.dispose()
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from tihuo.observability import configure_logging
+
+    configure_logging(settings.log_level)
+    asyncio.run(_work(settings))
     return 0
 
 
@@ -157,6 +206,10 @@ def parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="on a new database: demo catalog, admin and member"
     )
     serve.set_defaults(run=cmd_serve)
+
+    commands.add_parser(
+        "worker", help="run a provisioning worker alone (more machines); stops on SIGINT or SIGTERM"
+    ).set_defaults(run=cmd_worker)
 
     commands.add_parser("migrate", help="bring the database to the latest version").set_defaults(
         run=cmd_migrate

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_FILE = "secret.key"
@@ -38,6 +38,16 @@ class Settings(BaseSettings):
     simulated_failure: Literal["none", "refuse", "transient"] = "none"
     provision_max_attempts: int = Field(default=5, ge=1)
     provision_backoff_ms: int = Field(default=500, ge=0)
+    # HMAC-SHA256 keys for signing the requests sent to the http provisioner and notifier
+    provisioner_secret: str | None = Field(default=None, repr=False)
+    notifier_secret: str | None = Field(default=None, repr=False)
+    # a worker holds a job this long; a job still RUNNING after it belonged to a dead worker
+    provision_lease_seconds: int = Field(default=60, ge=5)
+    # one provisioner call may take this long before it counts as a transient failure;
+    # keep it below the lease, or a slow call is repeated (harmless, by the idempotency key)
+    provision_timeout_seconds: float = Field(default=20, gt=0)
+    worker_poll_seconds: float = Field(default=1.0, gt=0)
+    worker_concurrency: int = Field(default=4, ge=1)
 
     token_ttl_seconds: int = Field(default=12 * 3600, ge=60)
     # argon2id cost; the defaults follow RFC 9106's second recommendation (64 MiB, 3 passes)
@@ -69,6 +79,16 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
+
+    @model_validator(mode="after")
+    def _http_endpoints_configured(self) -> Settings:
+        if self.provisioner == "http" and not (self.provisioner_url and self.provisioner_secret):
+            raise ValueError(
+                "TIHUO_PROVISIONER=http needs TIHUO_PROVISIONER_URL and TIHUO_PROVISIONER_SECRET"
+            )
+        if self.notifier == "http" and not (self.notifier_url and self.notifier_secret):
+            raise ValueError("TIHUO_NOTIFIER=http needs TIHUO_NOTIFIER_URL and TIHUO_NOTIFIER_SECRET")
+        return self
 
     @property
     def zone(self) -> ZoneInfo:
@@ -107,6 +127,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
+            if not error["loc"]:
+                # a rule across several settings: its message names them
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
             name = "TIHUO_" + "_".join(str(part) for part in error["loc"]).upper()
             problems.append(f"{name}: {error['msg']}")
         raise SettingsError("; ".join(problems)) from None

@@ -1,0 +1,71 @@
+"""Redemption: the preview, redeeming, and the usage log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import strawberry
+from strawberry.types import Info
+
+from schema.orders import OrderType
+from schema.pagination import AFTER_DESCRIPTION, FIRST_DESCRIPTION, OFFSET_DESCRIPTION
+from schema.redemption import (
+    RedeemCardInput,
+    RedeemCardSuccess,
+    RedemptionConnection,
+    RedemptionFilter,
+    RedemptionPreviewType,
+    redemption_connection,
+)
+from services import redemption
+
+First = Annotated[int | None, strawberry.argument(description=FIRST_DESCRIPTION)]
+After = Annotated[str | None, strawberry.argument(description=AFTER_DESCRIPTION)]
+Offset = Annotated[int | None, strawberry.argument(description=OFFSET_DESCRIPTION)]
+
+
+async def redemption_preview(
+    info: Info, code: Annotated[str, strawberry.argument(description="The card code as typed.")]
+) -> RedemptionPreviewType:
+    ctx = info.context
+    return RedemptionPreviewType.of(await redemption.preview_card(ctx.rt, ctx.caller, code))
+
+
+async def redeem_card(
+    info: Info,
+    input: Annotated[RedeemCardInput, strawberry.argument(description="The code and the OS choice.")],
+) -> RedeemCardSuccess:
+    ctx = info.context
+    order = await redemption.redeem_card(ctx.rt, ctx.caller, input.to_service())
+    return RedeemCardSuccess(order=OrderType.of(order))
+
+
+async def redemptions(
+    info: Info,
+    filter: Annotated[RedemptionFilter | None, strawberry.argument(description="Narrow the log.")] = None,
+    first: First = 20,
+    after: After = None,
+    offset: Offset = None,
+) -> RedemptionConnection:
+    ctx = info.context
+    wanted = filter.to_service() if filter else redemption.RedemptionFilter()
+    page = await redemption.list_redemptions(
+        ctx.rt, ctx.caller, wanted, first=first, after=after, offset=offset
+    )
+    return redemption_connection(page)
+
+
+async def my_redemptions(
+    info: Info,
+    keyword: Annotated[
+        str | None, strawberry.argument(description="The card's last 4 symbols, or part of the card name.")
+    ] = None,
+    first: First = 20,
+    after: After = None,
+    offset: Offset = None,
+) -> RedemptionConnection:
+    ctx = info.context
+    page = await redemption.my_redemptions(
+        ctx.rt, ctx.caller, keyword, first=first, after=after, offset=offset
+    )
+    return redemption_connection(page)

@@ -1,0 +1,258 @@
+"""Orders: the admin's actions on an order that failed to open (R7: failed provisioning must be
+visible to the admin and recoverable by them), and the reads of orders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models import (
+    Card,
+    CardBatch,
+    CardStatus,
+    Instance,
+    JobStatus,
+    Order,
+    OrderStatus,
+    ProductModel,
+    ProductType,
+    ProvisioningJob,
+    Redemption,
+    Role,
+)
+from services import audit
+from services.catalog import parse_id
+from services.errors import InvalidState, NotFound
+from services.paging import Page, keyset_page, page_request
+from services.runtime import Caller, Runtime
+
+# ---- admin actions
+
+
+async def _failed_order(session: AsyncSession, order_id: str) -> Order:
+    """The order, locked, if it exists and is FAILED: NotFound / InvalidState otherwise."""
+    parsed = parse_id(order_id)
+    order = None if parsed is None else await session.get(Order, parsed, with_for_update=True)
+    if order is None:
+        raise NotFound()
+    if order.status is not OrderStatus.FAILED:
+        raise InvalidState(key="INVALID_STATE.order_not_failed")
+    return order
+
+
+async def _leave_failed(session: AsyncSession, order: Order, status: OrderStatus, **values: Any) -> None:
+    # conditional, so of two admins acting on one order at once only one changes it
+    changed = await session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.status == OrderStatus.FAILED)
+        .values(status=status, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if changed.rowcount != 1:
+        raise InvalidState(key="INVALID_STATE.order_not_failed")
+
+
+async def retry_provisioning(rt: Runtime, caller: Caller, order_id: str) -> Order:
+    """`retryProvisioning`: a FAILED order goes back to PENDING and its job to the queue with fresh
+    attempts; the worker is woken after the commit."""
+    caller.require_admin()
+    now = rt.now()
+    async with rt.db.write() as session:
+        order = await _failed_order(session, order_id)
+        old = {"status": order.status.value, "failure_reason": order.failure_reason}
+        await _leave_failed(session, order, OrderStatus.PENDING, failure_reason=None)
+        requeued = await session.execute(
+            update(ProvisioningJob)
+            .where(ProvisioningJob.order_id == order.id)
+            .values(
+                status=JobStatus.QUEUED,
+                attempts=0,
+                run_after=now,
+                lease_until=None,
+                worker_id=None,
+                last_error=None,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if requeued.rowcount == 0:
+            # every order is created with its job; should one be missing, the retry makes it
+            await session.execute(
+                insert(ProvisioningJob).values(
+                    order_id=order.id,
+                    status=JobStatus.QUEUED,
+                    attempts=0,
+                    run_after=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        await audit.record(
+            session,
+            rt,
+            caller,
+            action="order.retry_provisioning",
+            entity="order",
+            entity_id=order.id,
+            old=old,
+            new={"status": OrderStatus.PENDING.value, "failure_reason": None},
+        )
+        await session.refresh(order)
+    rt.jobs_ready.set()
+    return order
+
+
+async def cancel_order(rt: Runtime, caller: Caller, order_id: str) -> Order:
+    """`cancelOrder`: a FAILED order is CANCELLED and everything its redemption took is given back,
+    in one transaction: the card is UNUSED again, the batch's used count and a bare-metal model's
+    stock go back, and the redemption is marked cancelled (so the card can be redeemed anew)."""
+    caller.require_admin()
+    now = rt.now()
+    async with rt.db.write() as session:
+        order = await _failed_order(session, order_id)
+        await _leave_failed(session, order, OrderStatus.CANCELLED)
+        card_back = await session.execute(
+            update(Card)
+            .where(
+                Card.id == order.card_id, Card.status == CardStatus.USED, Card.member_id == order.member_id
+            )
+            .values(status=CardStatus.UNUSED, used_at=None, member_id=None)
+            .execution_options(synchronize_session=False)
+        )
+        if card_back.rowcount != 1:
+            # the card is not the one this order used up: give nothing back (rolled back whole)
+            raise InvalidState()
+        await session.execute(
+            update(CardBatch)
+            .where(CardBatch.id == order.batch_id)
+            .values(used_count=CardBatch.used_count - 1)
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            update(Redemption)
+            .where(Redemption.order_id == order.id, Redemption.cancelled_at.is_(None))
+            .values(cancelled_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        model_id = _product_model_id(order.config)
+        if model_id is not None:
+            await session.execute(
+                update(ProductModel)
+                .where(ProductModel.id == model_id)
+                .values(stock=ProductModel.stock + 1)
+                .execution_options(synchronize_session=False)
+            )
+        await audit.record(
+            session,
+            rt,
+            caller,
+            action="order.cancel",
+            entity="order",
+            entity_id=order.id,
+            old={
+                "status": OrderStatus.FAILED.value,
+                "card_id": order.card_id,
+                "card_status": CardStatus.USED.value,
+            },
+            new={
+                "status": OrderStatus.CANCELLED.value,
+                "card_id": order.card_id,
+                "card_status": CardStatus.UNUSED.value,
+            },
+        )
+        await session.refresh(order)
+    return order
+
+
+def _product_model_id(config: dict[str, Any]) -> int | None:
+    """The bare-metal model an order took from stock (its frozen `productModelId`), if any."""
+    value = config.get("productModelId")
+    return None if value is None else parse_id(str(value))
+
+
+# ---------------------------------------------------------------- reads
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    status: OrderStatus | None = None
+    member_id: str | None = None
+    product_type: ProductType | None = None
+
+
+async def get_order(rt: Runtime, caller: Caller, order_id: str) -> Order | None:
+    """`order(id)`: admins see any order; a member only their own (anything else is null)."""
+    viewer = caller.require_signed_in()
+    parsed = parse_id(order_id)
+    if parsed is None:
+        return None
+    async with rt.db.read() as session:
+        order = await session.get(Order, parsed)
+    if order is None or (viewer.role is not Role.ADMIN and order.member_id != viewer.id):
+        return None
+    return order
+
+
+async def list_orders(
+    rt: Runtime,
+    caller: Caller,
+    filter: OrderFilter,
+    *,
+    first: int | None,
+    after: str | None,
+    offset: int | None,
+) -> Page[Order]:
+    """`orders`: newest first (admin)."""
+    caller.require_admin()
+    request = page_request("Order", first, after, offset)
+    statement = select(Order)
+    if filter.status is not None:
+        statement = statement.where(Order.status == OrderStatus(filter.status))
+    if filter.product_type is not None:
+        statement = statement.where(Order.product_type == ProductType(filter.product_type))
+    if filter.member_id is not None:
+        member = parse_id(filter.member_id)
+        if member is None:
+            return Page([], 0, has_next=False, has_previous=request.has_previous)
+        statement = statement.where(Order.member_id == member)
+    async with rt.db.read() as session:
+        return await keyset_page(
+            session, statement, kind="Order", key=Order.id, descending=True, request=request
+        )
+
+
+async def my_instances(
+    rt: Runtime, caller: Caller, *, first: int | None, after: str | None, offset: int | None
+) -> Page[Instance]:
+    """`myInstances`: the member's products, newest first."""
+    viewer = caller.require_member()
+    request = page_request("Instance", first, after, offset)
+    statement = select(Instance).where(Instance.member_id == viewer.id)
+    async with rt.db.read() as session:
+        return await keyset_page(
+            session, statement, kind="Instance", key=Instance.id, descending=True, request=request
+        )
+
+
+async def orders_by_ids(rt: Runtime, ids: list[int]) -> dict[int, Order]:
+    """For DataLoaders (callers passed their permission check already)."""
+    async with rt.db.read() as session:
+        return {order.id: order for order in await session.scalars(select(Order).where(Order.id.in_(ids)))}
+
+
+async def live_orders_by_card(rt: Runtime, card_ids: list[int]) -> dict[int, Order]:
+    """Each card's order that is not cancelled (at most one, by a unique index)."""
+    async with rt.db.read() as session:
+        rows = await session.scalars(
+            select(Order).where(Order.card_id.in_(card_ids), Order.status != OrderStatus.CANCELLED)
+        )
+        return {order.card_id: order for order in rows}
+
+
+async def instances_by_order(rt: Runtime, order_ids: list[int]) -> dict[int, Instance]:
+    async with rt.db.read() as session:
+        rows = await session.scalars(select(Instance).where(Instance.order_id.in_(order_ids)))
+        return {instance.order_id: instance for instance in rows}

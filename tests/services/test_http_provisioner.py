@@ -1,0 +1,362 @@
+"""The http provisioner and notifier against a real HTTP server on loopback: signed requests with the
+order number as idempotency key; 2xx opens, 4xx refuses, 5xx, other statuses, silence and connection
+errors are retried."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from models import JobStatus, OrderStatus
+from services.provisioning import (
+    HttpNotifier,
+    HttpProvisioner,
+    NotificationFailed,
+    ProvisionRequest,
+    ProvisionResult,
+    Refused,
+    TransientFailure,
+    claim_job,
+    login_password,
+    notifier_from_settings,
+    provisioner_from_settings,
+    run_job,
+)
+from tests.provisioning_helpers import RecordingNotifier, order_state, place_order, with_settings
+from tihuo.settings import SettingsError, load_settings
+
+PROVIDER_SECRET = "provider-signing-secret"
+SMS_SECRET = "sms-signing-secret"
+HANG = "hang"
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class FakeProvider:
+    """Answers each POST with the next scripted (status, body), or hangs until released."""
+
+    script: list[Any] = field(default_factory=list)
+    seen: list[Seen] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    url: str = ""
+
+    async def answer(self, request: Request) -> Response:
+        self.seen.append(Seen(request.url.path, dict(request.headers), await request.body()))
+        step = self.script.pop(0) if self.script else (204, "")
+        if step == HANG:
+            await self.release.wait()
+            return Response(status_code=504)
+        status, body = step
+        if isinstance(body, dict):
+            return Response(json.dumps(body), status_code=status, media_type="application/json")
+        return Response(body, status_code=status, media_type="text/plain")
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[FakeProvider]:
+    fake = FakeProvider()
+    app = Starlette(
+        routes=[
+            Route("/provision", fake.answer, methods=["POST"]),
+            Route("/sms", fake.answer, methods=["POST"]),
+        ]
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning", log_config=None)
+    )
+    serving = asyncio.create_task(server.serve())
+    async with asyncio.timeout(5):
+        while not server.started:  # noqa: ASYNC110 (uvicorn offers a flag, not an Event)
+            await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    fake.url = f"http://127.0.0.1:{port}"
+    yield fake
+    fake.release.set()
+    server.should_exit = True
+    await serving
+
+
+def http_rt(rt, provider: FakeProvider, **changes: Any):  # type: ignore[no-untyped-def]
+    wanted: dict[str, Any] = {
+        "provisioner": "http",
+        "provisioner_url": f"{provider.url}/provision",
+        "provisioner_secret": PROVIDER_SECRET,
+        "provision_timeout_seconds": 2,
+    }
+    return with_settings(rt, **{**wanted, **changes})
+
+
+def signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+async def attempt(rt, notifier=None) -> None:  # type: ignore[no-untyped-def]
+    job = await claim_job(rt, "w1")
+    assert job is not None
+    await run_job(rt, provisioner_from_settings(rt), notifier or RecordingNotifier(), job)
+
+
+@pytest.mark.usefixtures("catalog")
+async def test_a_5xx_is_retried_under_the_same_idempotency_key_and_the_retry_opens_one_instance(
+    rt, member, clock, provider
+):
+    # given a provider that fails once, then opens the server
+    provider.script = [(500, "upstream down"), (201, {"ipAddress": "10.1.2.3", "ref": "prov-77"})]
+    http = http_rt(rt, provider)
+    placed = await place_order(rt, member.id)
+    notifier = RecordingNotifier()
+
+    # when the first attempt meets the 500
+    await attempt(http, notifier)
+    state = await order_state(rt, placed.order_id)
+    assert (state.order.status, state.job.status, state.job.last_error) == (
+        OrderStatus.PENDING,
+        JobStatus.QUEUED,
+        "HTTP 500: upstream down",
+    )
+    # and the retry falls due
+    clock.set(state.job.run_after)
+    await attempt(http, notifier)
+
+    # then one instance exists, with the provider's address and reference
+    state = await order_state(rt, placed.order_id)
+    assert (state.order.status, state.job.status, state.job.attempts) == (
+        OrderStatus.ACTIVE,
+        JobStatus.DONE,
+        2,
+    )
+    assert [(i.ip_address, i.provider_ref) for i in state.instances] == [("10.1.2.3", "prov-77")]
+    # and the provider saw the same signed request twice, keyed by the order number
+    password = login_password(rt.settings.secret, placed.order_no)
+    assert len(provider.seen) == 2
+    for seen in provider.seen:
+        assert seen.path == "/provision"
+        assert seen.headers["idempotency-key"] == placed.order_no
+        assert seen.headers["content-type"] == "application/json"
+        assert seen.headers["x-tihuo-signature"] == signature(PROVIDER_SECRET, seen.body)
+        assert seen.json == {
+            "orderNo": placed.order_no,
+            "productType": "CLOUD_SERVER",
+            "regionName": "华东-上海",
+            "lineCode": "sh-bgp",
+            "lineName": "上海 BGP",
+            "ipPool": "198.51.100.0/24",
+            "config": state.order.config,
+            "osImageCode": "ubuntu-22.04",
+            "loginPassword": password,
+            "memberId": member.id,
+        }
+    assert provider.seen[0].body == provider.seen[1].body
+    # and the member was sent the password the provider was given
+    assert [sms.text for sms in notifier.sent] == [
+        f"【tihuo】您的云服务器已开通，IP：10.1.2.3，登录密码：{password}，请登录后及时修改密码。"
+    ]
+
+
+@pytest.mark.usefixtures("catalog")
+async def test_a_4xx_fails_the_order_with_the_status_and_a_redacted_excerpt(rt, member, provider, caplog):
+    placed = await place_order(rt, member.id)
+    password = login_password(rt.settings.secret, placed.order_no)
+    # a provider that echoes the request back must not put the password into the reason or a log
+    provider.script = [(422, f'{{"error": "image not offered",\n "loginPassword": "{password}"}}')]
+
+    await attempt(http_rt(rt, provider))
+
+    state = await order_state(rt, placed.order_id)
+    reason = 'HTTP 422: {"error": "image not offered", "loginPassword": "******"}'
+    assert (state.order.status, state.order.failure_reason) == (OrderStatus.FAILED, reason)
+    assert (state.job.status, state.job.attempts, state.job.last_error) == (JobStatus.FAILED, 1, reason)
+    assert state.instances == []
+    assert len(provider.seen) == 1
+    assert all(password not in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.usefixtures("catalog")
+async def test_a_provider_that_hangs_past_the_timeout_is_retried(rt, member, provider):
+    provider.script = [HANG]
+    placed = await place_order(rt, member.id)
+
+    started = asyncio.get_running_loop().time()
+    await attempt(http_rt(rt, provider, provision_timeout_seconds=0.3))
+    took = asyncio.get_running_loop().time() - started
+
+    state = await order_state(rt, placed.order_id)
+    assert (state.order.status, state.job.status, state.job.attempts) == (
+        OrderStatus.PENDING,
+        JobStatus.QUEUED,
+        1,
+    )
+    assert state.job.last_error.startswith("no answer within 0.3 s")
+    assert state.instances == []
+    assert 0.3 <= took < 1.5
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def request_for(order_no: str = "T0001") -> ProvisionRequest:
+    return ProvisionRequest(
+        order_no=order_no,
+        product_type="CLOUD_SERVER",  # type: ignore[arg-type]
+        region_name="华东-上海",
+        line_code="sh-bgp",
+        line_name="上海 BGP",
+        ip_pool="198.51.100.0/24",
+        config={"months": 1},
+        os_image_code=None,
+        login_password="Aa1!Aa1!Aa1!Aa1!",
+        member_id=7,
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "raised", "reason"),
+    [
+        (400, "bad request", Refused, "HTTP 400: bad request"),
+        (404, "no such line", Refused, "HTTP 404: no such line"),
+        (409, "x" * 300, Refused, "HTTP 409: " + "x" * 200),
+        (500, "oops", TransientFailure, "HTTP 500: oops"),
+        (503, "", TransientFailure, "HTTP 503: "),
+        (302, "moved", TransientFailure, "HTTP 302: moved"),
+        (200, "not json", TransientFailure, "unreadable answer: HTTP 200: not json"),
+        (200, {"ipAddress": 5}, TransientFailure, 'unreadable answer: HTTP 200: {"ipAddress": 5}'),
+    ],
+)
+async def test_statuses_map_to_refused_or_transient(settings, provider, status, body, raised, reason):
+    provider.script = [(status, body)]
+    provisioner = HttpProvisioner(
+        settings.model_copy(
+            update={"provisioner_url": f"{provider.url}/provision", "provisioner_secret": PROVIDER_SECRET}
+        )
+    )
+
+    with pytest.raises(raised) as failure:
+        await provisioner.provision(request_for())
+
+    assert str(failure.value) == reason
+
+
+async def test_a_2xx_answer_may_leave_out_the_address(settings, provider):
+    provider.script = [(200, {"ipAddress": None, "ref": 12345})]
+    provisioner = HttpProvisioner(
+        settings.model_copy(
+            update={"provisioner_url": f"{provider.url}/provision", "provisioner_secret": PROVIDER_SECRET}
+        )
+    )
+
+    assert await provisioner.provision(request_for()) == ProvisionResult(
+        ip_address=None, provider_ref="12345"
+    )
+
+
+async def test_a_refused_connection_is_transient(settings):
+    provisioner = HttpProvisioner(
+        settings.model_copy(
+            update={
+                "provisioner_url": f"http://127.0.0.1:{free_port()}/provision",
+                "provisioner_secret": PROVIDER_SECRET,
+            }
+        )
+    )
+
+    with pytest.raises(TransientFailure) as failure:
+        await provisioner.provision(request_for())
+
+    assert str(failure.value).startswith("connection error: ConnectError")
+
+
+# ---------------------------------------------------------------- the http notifier
+
+
+def http_notifier(settings, provider: FakeProvider) -> HttpNotifier:  # type: ignore[no-untyped-def]
+    return HttpNotifier(
+        settings.model_copy(
+            update={"notifier": "http", "notifier_url": f"{provider.url}/sms", "notifier_secret": SMS_SECRET}
+        )
+    )
+
+
+async def test_the_http_notifier_posts_a_signed_sms(settings, provider):
+    notifier = http_notifier(settings, provider)
+
+    await notifier.send_sms("13800000001", "【tihuo】登录密码：Pa55", secret="Pa55")
+
+    [seen] = provider.seen
+    assert seen.path == "/sms"
+    assert seen.json == {"phone": "13800000001", "text": "【tihuo】登录密码：Pa55"}
+    assert seen.headers["x-tihuo-signature"] == signature(SMS_SECRET, seen.body)
+
+
+async def test_the_http_notifier_reports_a_refusal_without_the_text(settings, provider):
+    provider.script = [(502, "echo: 【tihuo】登录密码：Pa55")]
+    notifier = http_notifier(settings, provider)
+
+    with pytest.raises(NotificationFailed) as failure:
+        await notifier.send_sms("13800000001", "【tihuo】登录密码：Pa55", secret="Pa55")
+
+    assert str(failure.value) == "SMS gateway answered HTTP 502"
+
+
+async def test_the_http_notifier_sends_nothing_without_a_phone(settings, provider):
+    await http_notifier(settings, provider).send_sms(None, "text", secret="x")
+
+    assert provider.seen == []
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def test_the_http_provisioner_and_notifier_need_a_url_and_a_secret(tmp_path):
+    with pytest.raises(SettingsError) as provisioner:
+        load_settings(_env_file=None, data_dir=tmp_path, provisioner="http", provisioner_secret="s")
+    with pytest.raises(SettingsError) as notifier:
+        load_settings(_env_file=None, data_dir=tmp_path, notifier="http", notifier_url="http://sms.example")
+
+    assert str(provisioner.value) == (
+        "TIHUO_PROVISIONER=http needs TIHUO_PROVISIONER_URL and TIHUO_PROVISIONER_SECRET"
+    )
+    assert str(notifier.value) == "TIHUO_NOTIFIER=http needs TIHUO_NOTIFIER_URL and TIHUO_NOTIFIER_SECRET"
+
+
+def test_the_settings_choose_the_provisioner_and_notifier(rt):
+    configured = with_settings(
+        rt,
+        provisioner="http",
+        provisioner_url="http://provider.example/open",
+        provisioner_secret="s1",
+        notifier="http",
+        notifier_url="http://sms.example/send",
+        notifier_secret="s2",
+    )
+
+    assert type(provisioner_from_settings(configured)).__name__ == "HttpProvisioner"
+    assert type(notifier_from_settings(configured)).__name__ == "HttpNotifier"
+    assert type(provisioner_from_settings(rt)).__name__ == "SimulatedProvisioner"
+    assert type(notifier_from_settings(rt)).__name__ == "LogNotifier"
+    assert "s1" not in repr(configured.settings) and "s2" not in repr(configured.settings)
