@@ -36,8 +36,15 @@ async def redeem_card(
     input: Annotated[RedeemCardInput, strawberry.argument(description="The code and the OS choice.")],
 ) -> RedeemCardSuccess:
     ctx = info.context
-    order = await redemption.redeem_card(ctx.rt, ctx.caller, input.to_service())
-    return RedeemCardSuccess(order=OrderType.of(order))
+    redeemed = await redemption.redeem_card(ctx.rt, ctx.caller, input.to_service())
+    if redeemed.card is not None:
+        # the response usually asks for these: show what the redemption just wrote, not a re-read
+        ctx.loaders.card.prime(redeemed.card.id, redeemed.card)
+        ctx.loaders.order_by_card.prime(redeemed.card.id, redeemed.order)
+        ctx.loaders.instance_by_order.prime(redeemed.order.id, None)
+        if redeemed.image is not None:
+            ctx.loaders.os_image.prime(redeemed.image.id, redeemed.image)
+    return RedeemCardSuccess(order=OrderType.of(redeemed.order))
 
 
 async def redemptions(

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,19 +33,21 @@ def subjects(**parts: object) -> list[str]:
     return [f"{kind}:{value}" for kind, value in parts.items() if value not in (None, "")]
 
 
+# built once: this runs on every attempt
+_BLOCKED = select(AttemptCounter.blocked_until).where(
+    AttemptCounter.scope == bindparam("scope"),
+    AttemptCounter.subject.in_(bindparam("keys", expanding=True)),
+    AttemptCounter.blocked_until > bindparam("now"),
+)
+
+
 async def ensure_allowed(session: AsyncSession, rt: Runtime, scope: str, keys: Iterable[str]) -> None:
     """Raise RateLimited when any of the subjects is blocked now."""
     keys = list(keys)
     if not keys:
         return
     now = rt.now()
-    rows = await session.scalars(
-        select(AttemptCounter.blocked_until).where(
-            AttemptCounter.scope == scope,
-            AttemptCounter.subject.in_(keys),
-            AttemptCounter.blocked_until > now,
-        )
-    )
+    rows = await session.scalars(_BLOCKED, {"scope": scope, "keys": keys, "now": now})
     blocked = [until for until in rows if until is not None]
     if blocked:
         raise RateLimited(_seconds_until(max(blocked), now))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cached_property
+from typing import Any
 
 from argon2 import PasswordHasher
 
@@ -22,6 +24,29 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class BoundedCache:
+    """A small LRU map; the oldest entries go when it is full."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, Any] = OrderedDict()
+
+    def get(self, key: str) -> Any:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: Any) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        return self._items.pop(key, default)
+
+
 @dataclass(eq=False)
 class Runtime:
     db: Database
@@ -30,6 +55,8 @@ class Runtime:
     clock: Callable[[], datetime] = _utcnow
     # set after a commit that queued provisioning work, so an in-process worker starts at once
     jobs_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # bearer token -> (viewer, good until): see services.accounts.viewer_for_token
+    viewer_cache: BoundedCache = field(default_factory=lambda: BoundedCache(10_000))
     # striped per-member locks for card-code attempts (services.redemption)
     attempt_locks: list[asyncio.Lock] = field(default_factory=lambda: [asyncio.Lock() for _ in range(64)])
 

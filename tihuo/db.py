@@ -61,7 +61,7 @@ class Database:
             )
             _sqlite_pragmas(self.write_engine, sqlite_synchronous, "BEGIN IMMEDIATE")
         else:
-            self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10)
+            self.engine = create_async_engine(url, echo=echo, pool_size=4, max_overflow=4)
             self.write_engine = self.engine
         self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)

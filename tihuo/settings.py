@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=4, ge=1)
 
     token_ttl_seconds: int = Field(default=12 * 3600, ge=60)
+    # how long a checked token is trusted without reading its user again (0: never)
+    token_cache_seconds: int = Field(default=5, ge=0)
     # argon2id cost; the defaults follow RFC 9106's second recommendation (64 MiB, 3 passes)
     password_time_cost: int = Field(default=3, ge=1)
     password_memory_kib: int = Field(default=65536, ge=8)

@@ -129,3 +129,20 @@ async def test_tokens_of_a_user_whose_token_version_changed_stop_working(gql, rt
         (await session.get(User, user.id)).token_version = 2
 
     assert await gql(ME, user=user) == {"data": {"me": None}}
+
+
+async def test_a_revoked_token_stops_working_once_the_short_viewer_cache_lapses(gql, rt, clock):
+    # given a signed-in member whose token was just used (and so is remembered for a few seconds)
+    clock.set(clock())
+    user = await make_user(rt, "revoked", Role.MEMBER)
+    assert (await gql(ME, user=user))["data"]["me"]["username"] == "revoked"
+    from models import User
+
+    # when their tokens are revoked
+    async with rt.db.write() as session:
+        (await session.get(User, user.id)).token_version = 2
+
+    # then the token works at most token_cache_seconds longer
+    assert (await gql(ME, user=user))["data"]["me"]["username"] == "revoked"
+    clock.advance(seconds=rt.settings.token_cache_seconds + 1)
+    assert await gql(ME, user=user) == {"data": {"me": None}}
