@@ -111,7 +111,9 @@ def pick_locale(accept_language: str | None) -> str:
         except ValueError:
             weight = 0.0
         ranked.append((-weight, position, tag.strip().lower()))
-    for _, _, tag in sorted(ranked):
+    for negative_weight, _, tag in sorted(ranked):
+        if negative_weight >= 0:  # q=0 (or an unreadable q) means "not this one"
+            continue
         if tag.startswith("en"):
             return "en"
         if tag.startswith("zh"):
