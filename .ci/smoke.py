@@ -116,9 +116,66 @@ def main() -> None:
     )
     signed_out = gql(quote, {"c": config})
     assert signed_out["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED", signed_out
+    member_path(admin["token"], member["token"], line["id"])
     print(
-        "smoke: healthz, GraphiQL, login, me, regions, quote 83.66, FORBIDDEN and UNAUTHENTICATED all as expected"
+        "smoke: healthz, GraphiQL, login, me, regions, quote 83.66, FORBIDDEN, UNAUTHENTICATED,"
+        " and a member's card from preview to an ACTIVE instance, all as expected"
     )
+
+
+CREATE = """mutation($i: CreateCardBatchInput!){createCardBatch(input:$i){__typename
+  ... on CreateCardBatchSuccess{batch{id}} ... on Error{code}}}"""
+DOWNLOAD = """mutation($b: ID!, $p: String!){createCardBatchDownload(batchId:$b, password:$p){
+  ... on CardBatchDownload{url} ... on Error{code}}}"""
+PREVIEW = """query($c: String!){redemptionPreview(code:$c){__typename
+  ... on RedemptionPreview{productName osImages{id name}} ... on Error{code}}}"""
+REDEEM = """mutation($i: RedeemCardInput!){redeemCard(input:$i){__typename
+  ... on RedeemCardSuccess{order{id status}} ... on Error{code}}}"""
+ORDER = "query($id: ID!){order(id:$id){status instance{ipAddress expiresAt}}}"
+
+
+def member_path(admin_token: str, member_token: str, line_id: str) -> None:
+    """F2 → F5 → F8 → F9 as people would do it: make cards, download them, redeem one, see the server."""
+    config = {
+        "productType": "CLOUD_SERVER",
+        "lineId": line_id,
+        "months": 3,
+        "cpuCores": 1,
+        "memoryGb": 1,
+        "diskGb": 10,
+        "bandwidthMbps": 10,
+        "defenseGbps": 0,
+    }
+    batch_input = {"name": "smoke", "quantity": 2, "validUntil": "2099-12-31", "config": config}
+    made = gql(CREATE, {"i": batch_input}, token=admin_token)["data"]["createCardBatch"]
+    assert made["__typename"] == "CreateCardBatchSuccess", made
+    link = gql(DOWNLOAD, {"b": made["batch"]["id"], "p": demo_passwords()["admin"]}, token=admin_token)
+    url = link["data"]["createCardBatchDownload"]["url"]
+    with urllib.request.urlopen(url, timeout=10) as response:
+        codes = response.read().decode().split()
+    assert len(codes) == 2, codes
+
+    preview = gql(PREVIEW, {"c": codes[0].lower()}, token=member_token)["data"]["redemptionPreview"]
+    assert preview["__typename"] == "RedemptionPreview" and preview["productName"] == "云服务器", preview
+    image = preview["osImages"][0]["id"]
+    redeemed = gql(REDEEM, {"i": {"code": codes[0], "osImageId": image}}, token=member_token)["data"][
+        "redeemCard"
+    ]
+    assert redeemed["__typename"] == "RedeemCardSuccess", redeemed
+    again = gql(REDEEM, {"i": {"code": codes[0], "osImageId": image}}, token=member_token)["data"][
+        "redeemCard"
+    ]
+    assert again == {"__typename": "CardUnavailableError", "code": "CARD_USED"}, again
+
+    order = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        order = gql(ORDER, {"id": redeemed["order"]["id"]}, token=member_token)["data"]["order"]
+        if order["status"] == "ACTIVE":
+            assert order["instance"]["ipAddress"], order
+            return
+        time.sleep(0.5)
+    sys.exit(f"the order did not become ACTIVE: {order}")
 
 
 if __name__ == "__main__":
