@@ -9,7 +9,12 @@ from services.messages import LOCALES, MESSAGES, pick_locale, render
 
 
 def test_every_error_code_has_a_message_in_each_language():
-    missing = [(code.value, locale) for code in ErrorCode for locale in LOCALES if locale not in MESSAGES.get(code.value, {})]
+    missing = [
+        (code.value, locale)
+        for code in ErrorCode
+        for locale in LOCALES
+        if locale not in MESSAGES.get(code.value, {})
+    ]
     assert missing == []
 
 
@@ -36,5 +41,7 @@ def test_accept_language_picks_the_best_supported_language(header, locale):
 
 
 def test_a_specific_key_falls_back_to_its_code_and_fills_parameters():
-    assert render("RATE_LIMITED", "en", retry_after_seconds=30) == "Too many attempts; try again in 30 seconds."
+    assert (
+        render("RATE_LIMITED", "en", retry_after_seconds=30) == "Too many attempts; try again in 30 seconds."
+    )
     assert render("CARD_USED.anything", "zh-CN") == "提货卡已使用。"
