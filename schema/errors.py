@@ -5,13 +5,12 @@ extension that shapes top-level errors (UNAUTHENTICATED, FORBIDDEN, INVALID_INPU
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import SchemaExtension
+from graphql import GraphQLError, GraphQLSyntaxError
 
+from schema.scalars import InvalidScalarValue
 from services import errors as domain
 from services.messages import DEFAULT_LOCALE, render
 
@@ -148,42 +147,40 @@ EXCEPTION_HANDLERS = [
 
 
 def is_expected(error: GraphQLError) -> bool:
-    """Errors that are answers, not bugs: access checks, malformed requests, GraphQL's own validation."""
+    """Errors that are answers, not bugs: access checks, malformed requests, GraphQL's own validation
+    (a scalar's parser refusing an input value included)."""
     original = error.original_error
-    return original is None or isinstance(original, domain.AccessDenied | domain.BadRequest | GraphQLError)
+    return original is None or isinstance(
+        original, domain.AccessDenied | domain.BadRequest | GraphQLError | InvalidScalarValue
+    )
 
 
-class TopLevelErrors(SchemaExtension):
-    """Gives every top-level error an `extensions.code`; masks anything unexpected and logs it with the
-    request id, so a bug never leaks internals and can still be found from what the client saw."""
+def shape_errors(errors: list[GraphQLError], context: Any) -> list[GraphQLError]:
+    """Give every top-level error an `extensions.code`; mask anything unexpected (already logged with
+    the request id by the schema), so a bug never leaks internals and can still be found from what
+    the client saw. Applied to the whole result, so parse errors (raised before any extension runs)
+    get their code too."""
+    locale = getattr(context, "locale", DEFAULT_LOCALE)
+    request_id = getattr(context, "request_id", None)
+    return [_shape(error, locale, request_id) for error in errors]
 
-    def on_operation(self) -> Iterator[None]:
-        yield
-        result = self.execution_context.result
-        if result is None or not getattr(result, "errors", None):
-            return
-        context = self.execution_context.context
-        locale = getattr(context, "locale", DEFAULT_LOCALE)
-        request_id = getattr(context, "request_id", None)
-        result.errors = [self._shape(error, locale, request_id) for error in result.errors]
 
-    @staticmethod
-    def _shape(error: GraphQLError, locale: str, request_id: str | None) -> GraphQLError:
-        original = error.original_error
-        if isinstance(original, domain.AccessDenied):
-            return _copy(error, render(original.code, locale), {"code": original.code})
-        if isinstance(original, domain.BadRequest):
-            return _copy(error, render(original.key, locale, **original.params), {"code": original.code})
-        if is_expected(error):
-            extensions = dict(error.extensions or {})
-            extensions.setdefault(
-                "code", "GRAPHQL_VALIDATION_FAILED" if error.path is None else "BAD_REQUEST"
-            )
-            return _copy(error, error.message, extensions)
-        extensions = {"code": "INTERNAL_SERVER_ERROR"}
-        if request_id:
-            extensions["requestId"] = request_id
-        return _copy(error, render("INTERNAL", locale), extensions)
+def _shape(error: GraphQLError, locale: str, request_id: str | None) -> GraphQLError:
+    original = error.original_error
+    if isinstance(original, domain.AccessDenied):
+        return _copy(error, render(original.code, locale), {"code": original.code})
+    if isinstance(original, domain.BadRequest):
+        return _copy(error, render(original.key, locale, **original.params), {"code": original.code})
+    if is_expected(error):
+        extensions = dict(error.extensions or {})
+        if isinstance(error, GraphQLSyntaxError) or isinstance(original, GraphQLSyntaxError):
+            extensions.setdefault("code", "GRAPHQL_PARSE_FAILED")
+        extensions.setdefault("code", "GRAPHQL_VALIDATION_FAILED" if error.path is None else "BAD_REQUEST")
+        return _copy(error, error.message, extensions)
+    extensions = {"code": "INTERNAL_SERVER_ERROR"}
+    if request_id:
+        extensions["requestId"] = request_id
+    return _copy(error, render("INTERNAL", locale), extensions)
 
 
 def _copy(error: GraphQLError, message: str, extensions: dict[str, Any]) -> GraphQLError:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import strawberry
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
 from strawberry.extensions.max_aliases import create_validator as alias_limit_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_limit_rule
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionResult
 
 from resolvers import accounts, cards, catalog, redemption
 from resolvers import orders as order_resolvers  # `orders` is also a Query field
@@ -21,7 +24,8 @@ from schema.cards import (
     SetCardStatusResult,
 )
 from schema.catalog import HostingPlanType, ProductModelType, QuoteResult, RegionType
-from schema.errors import EXCEPTION_HANDLERS, TopLevelErrors, log_unexpected
+from schema.errors import EXCEPTION_HANDLERS, log_unexpected, shape_errors
+from schema.metrics import RequestMetrics, marking_business_errors
 from schema.orders import (
     CancelOrderResult,
     InstanceConnection,
@@ -121,6 +125,12 @@ class TihuoSchema(strawberry.Schema):
         context = execution_context.context if execution_context else None
         log_unexpected(errors, getattr(context, "request_id", None))
 
+    async def execute(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+        result = await super().execute(*args, **kwargs)
+        if result.errors:
+            result.errors = shape_errors(result.errors, kwargs.get("context_value"))
+        return result
+
 
 def build_schema(*, max_depth: int = 12, max_aliases: int = 30, max_tokens: int = 5000) -> strawberry.Schema:
     # The depth and alias limits are validation rules made once here: QueryDepthLimiter and
@@ -131,9 +141,9 @@ def build_schema(*, max_depth: int = 12, max_aliases: int = 30, max_tokens: int 
         query=Query,
         mutation=Mutation,
         config=StrawberryConfig(auto_camel_case=True, scalar_map=SCALAR_MAP),
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers=marking_business_errors(EXCEPTION_HANDLERS),
         extensions=[
-            TopLevelErrors,
+            RequestMetrics,
             lambda: AddValidationRules(limits),
             lambda: MaxTokensLimiter(max_token_count=max_tokens),
             ParserCache,

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import httpx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models import (
@@ -42,6 +42,7 @@ from models import (
     SimulatedServer,
     User,
 )
+from services import metrics
 from services.runtime import Runtime
 from tihuo.settings import Settings
 
@@ -212,6 +213,32 @@ class SimulatedProvisioner:
             f"no address won on line {request.line_code} after {SIMULATED_ADDRESS_TRIES} tries"
         )
 
+    async def _next_free(self, session: Any, request: ProvisionRequest) -> str | None:
+        """Addresses go out in order and never come back, so the next free one sits at or after
+        the count handed out so far: look there, a window at a time, instead of at every address
+        (then once from the start, for a hole a lost race may have left)."""
+        on_line = SimulatedServer.line_code == request.line_code
+        handed_out = (
+            await session.scalar(select(func.count()).select_from(SimulatedServer).where(on_line)) or 0
+        )
+        first, size = _host_range(ipaddress.ip_network(request.ip_pool, strict=False))
+        for begin in dict.fromkeys((min(handed_out, size), 0)):
+            for offset in range(begin, size, ADDRESS_WINDOW):
+                candidates = [
+                    str(first + index) for index in range(offset, min(offset + ADDRESS_WINDOW, size))
+                ]
+                taken = set(
+                    await session.scalars(
+                        select(SimulatedServer.ip_address).where(
+                            on_line, SimulatedServer.ip_address.in_(candidates)
+                        )
+                    )
+                )
+                free = next((address for address in candidates if address not in taken), None)
+                if free is not None:
+                    return free
+        return None
+
     async def _take_address(self, request: ProvisionRequest) -> str:
         async with self.rt.db.write() as session:
             known = await session.scalar(
@@ -219,13 +246,7 @@ class SimulatedProvisioner:
             )
             if known is not None:
                 return known
-            taken = set(
-                await session.scalars(
-                    select(SimulatedServer.ip_address).where(SimulatedServer.line_code == request.line_code)
-                )
-            )
-            network = ipaddress.ip_network(request.ip_pool, strict=False)
-            address = next((str(host) for host in network.hosts() if str(host) not in taken), None)
+            address = await self._next_free(session, request)
             if address is None:
                 raise Refused(f"no free address on line {request.line_code} ({request.ip_pool})")
             await session.execute(
@@ -237,6 +258,20 @@ class SimulatedProvisioner:
                 )
             )
         return address
+
+
+ADDRESS_WINDOW = 64
+
+
+def _host_range(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[Any, int]:
+    """The first usable host of a pool and how many there are (what `hosts()` would list)."""
+    first = next(iter(network.hosts()), None)
+    if first is None:
+        return network.network_address, 0
+    last = network.broadcast_address
+    if network.version == 4 and network.prefixlen < 31:
+        last = last - 1
+    return first, int(last) - int(first) + 1
 
 
 class HttpProvisioner:
@@ -531,7 +566,8 @@ async def run_job(rt: Runtime, provisioner: Provisioner, notifier: Notifier, job
     request = job.request(password)
     try:
         async with asyncio.timeout(rt.settings.provision_timeout_seconds):
-            result = await provisioner.provision(request)
+            with metrics.PROVISIONING_SECONDS.time():
+                result = await provisioner.provision(request)
         activated = await _record_active(rt, job, result)
     except Refused as exc:
         await _record_refused(rt, job, _redact(str(exc), password) or type(exc).__name__)
@@ -616,6 +652,7 @@ async def _record_active(rt: Runtime, job: ClaimedJob, result: ProvisionResult) 
         job.attempts,
         extra=_log_extra(job, "provisioning.active"),
     )
+    metrics.provisioning_attempt("active")
     return instance
 
 
@@ -643,6 +680,7 @@ async def _record_failed(rt: Runtime, job: ClaimedJob, reason: str, event: str) 
             .execution_options(synchronize_session=False)
         )
     log.warning("order %s: failed: %s", job.order_no, reason, extra=_log_extra(job, event))
+    metrics.provisioning_attempt("failed")
 
 
 async def _record_refused(rt: Runtime, job: ClaimedJob, reason: str) -> None:
@@ -656,7 +694,16 @@ async def _record_transient(rt: Runtime, job: ClaimedJob, error: str) -> None:
         return
     now = rt.now()
     delay = timedelta(milliseconds=settings.provision_backoff_ms * 2 ** (job.attempts - 1))
-    await _requeue(rt, job, run_after=now + delay, error=error[:REASON_MAX])
+    if not await _requeue(rt, job, run_after=now + delay, error=error[:REASON_MAX]):
+        log.warning(
+            "order %s: lease lost; attempt %d's failure dropped: %s",
+            job.order_no,
+            job.attempts,
+            error,
+            extra=_log_extra(job, "provisioning.lease_lost"),
+        )
+        return
+    metrics.provisioning_attempt("retried")
     log.warning(
         "order %s: attempt %d failed, next in %.3f s: %s",
         job.order_no,
@@ -703,6 +750,7 @@ async def _release(rt: Runtime, job: ClaimedJob) -> None:
         log.exception("order %s: could not hand the job back; it waits for its lease to expire", job.order_no)
         return
     if released:
+        metrics.provisioning_attempt("released")
         log.info(
             "order %s: worker stopping, job handed back",
             job.order_no,

@@ -34,7 +34,7 @@ from models import (
     Redemption,
     line_os_images,
 )
-from services import codes, ratelimit
+from services import codes, metrics, ratelimit
 from services.catalog import parse_id
 from services.errors import (
     CardCodeRejected,
@@ -175,6 +175,7 @@ async def _ensure_in_stock(session: AsyncSession, batch: CardBatch) -> None:
         raise OutOfStock()
 
 
+@metrics.counts_redemptions("preview")
 async def preview_card(rt: Runtime, caller: Caller, typed_code: str) -> Preview:
     """`redemptionPreview`: what the card gives and which images the member may pick."""
     viewer = caller.require_member()
@@ -240,6 +241,7 @@ def _new_order_no(rt: Runtime) -> str:
     return f"T{rt.now():%Y%m%d}{secrets.randbelow(10**10):010d}"
 
 
+@metrics.counts_redemptions("redeem")
 async def redeem_card(rt: Runtime, caller: Caller, request: RedeemRequest) -> Redeemed:
     """`redeemCard`: one transaction claims the card (a conditional update: exactly one of any number
     of concurrent redemptions wins), takes a bare-metal model's stock, and writes the PENDING order,
@@ -423,9 +425,13 @@ class RedemptionFilter:
     keyword: str | None = None
 
 
-def _day_start(rt: Runtime, day: date) -> datetime:
-    """Midnight of `day` in the business time zone, as an instant."""
-    return datetime.combine(day, time.min, tzinfo=rt.settings.zone).astimezone(UTC)
+def _day_start(rt: Runtime, day: date) -> datetime | None:
+    """Midnight of `day` in the business time zone, as an instant; None when that instant lies
+    outside what a datetime can hold (the calendar's first or last day), so it bounds nothing."""
+    try:
+        return datetime.combine(day, time.min, tzinfo=rt.settings.zone).astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 def _keyword_condition(keyword: str) -> Any:
@@ -449,11 +455,14 @@ def _log_statement(rt: Runtime, filter: RedemptionFilter) -> Select[Any] | None:
     if filter.product_type is not None:
         statement = statement.where(Redemption.product_type == ProductType(filter.product_type))
     if filter.from_day is not None:
-        statement = statement.where(Redemption.redeemed_at >= _day_start(rt, filter.from_day))
-    if filter.to_day is not None:
-        statement = statement.where(
-            Redemption.redeemed_at < _day_start(rt, filter.to_day + timedelta(days=1))
-        )
+        start = _day_start(rt, filter.from_day)
+        if start is not None:
+            statement = statement.where(Redemption.redeemed_at >= start)
+    # `to` 9999-12-31 (date.max) has no next day: it bounds nothing
+    if filter.to_day is not None and filter.to_day < date.max:
+        end = _day_start(rt, filter.to_day + timedelta(days=1))
+        if end is not None:
+            statement = statement.where(Redemption.redeemed_at < end)
     if filter.keyword and filter.keyword.strip():
         statement = statement.where(_keyword_condition(filter.keyword))
     return statement

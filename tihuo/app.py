@@ -1,4 +1,4 @@
-"""The ASGI application: GraphQL (and GraphiQL) at /graphql, /healthz, request ids on everything."""
+"""The ASGI application: GraphQL (and GraphiQL) at /graphql, /healthz, /metrics, request ids on everything."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from strawberry.asgi import GraphQL
 
 from resolvers.context import Context, build_context
 from schema.root import build_schema
-from services import downloads, provisioning
+from services import downloads, metrics, provisioning
 from services.keys import Keys
 from services.runtime import Runtime
+from tihuo import graphiql
 from tihuo.db import database_from_settings
 from tihuo.observability import RequestIdMiddleware
 from tihuo.settings import Settings, load_settings
@@ -41,6 +42,10 @@ class TihuoGraphQL(GraphQL):
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        # our own page and assets (tihuo/graphiql.py) instead of Strawberry's, which loads them from a CDN
+        return graphiql.page_response(request)
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -88,6 +93,14 @@ def create_app(
             },
         )
 
+    async def metrics_page(request: Request) -> Response:
+        """Prometheus metrics (services.metrics), open like /healthz: scrapers reach it from inside the
+        network, it carries counts only (no codes, users or orders), and a bearer token would only
+        move the secret into every scraper's config. Where the port is reachable from outside, turn
+        it off with TIHUO_METRICS_ENABLED=false (it then answers 404) or block the path at the proxy."""
+        body, content_type = await metrics.exposition(rt, request.headers.get("accept"))
+        return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         stop = asyncio.Event()
@@ -118,6 +131,8 @@ def create_app(
             Route("/graphql", TihuoGraphQL(schema, rt), methods=["GET", "POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/downloads/{token}", download, methods=["GET"]),
+            *([Route("/metrics", metrics_page, methods=["GET"])] if config.metrics_enabled else []),
+            graphiql.static_mount(),
         ],
         middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,

@@ -129,6 +129,13 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from tihuo.observability import configure_logging
 
     configure_logging(settings.log_level)
+    if settings.worker_metrics_port is not None:
+        # a worker alone has no web server: its provisioning metrics get one of their own
+        from prometheus_client import start_http_server
+
+        from services.metrics import REGISTRY
+
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host, registry=REGISTRY)
     asyncio.run(_work(settings))
     return 0
 

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     query_max_tokens: int = Field(default=5000, ge=100)
     sqlite_synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
     log_level: str = "INFO"
+    # `tihuo worker` serves its own /metrics here when set (API processes serve theirs at /metrics)
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
+    # GET /metrics (Prometheus), unauthenticated: turn it off where the port is reachable from outside
+    metrics_enabled: bool = True
 
     @field_validator("timezone")
     @classmethod

@@ -72,3 +72,12 @@ async def test_a_bug_is_masked_for_the_client_and_logged_with_the_request_id(
     [record] = [r for r in caplog.records if r.name == "tihuo.graphql"]
     assert "req-00000042" in record.getMessage()
     assert "secret internals" in str(record.exc_info[1])
+
+
+async def test_malformed_documents_get_a_top_level_code(gql, member):
+    broken = await gql("query { quote(", user=member)
+    unknown = await gql("query { noSuchField }", user=member)
+
+    assert broken["data"] is None
+    assert [e["extensions"]["code"] for e in broken["errors"]] == ["GRAPHQL_PARSE_FAILED"]
+    assert [e["extensions"]["code"] for e in unknown["errors"]] == ["GRAPHQL_VALIDATION_FAILED"]

@@ -1,0 +1,173 @@
+"""No secret in any log line: a whole run (sign-ins, a batch and its download, a preview, a redemption,
+a wrong password, provisioning) logged at DEBUG by every logger, then every line searched for the
+codes, passwords and tokens it handled. Every line is one JSON object carrying its request id."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from models import Role
+from services.provisioning import LogNotifier, SimulatedProvisioner, claim_job, login_password, run_job
+from tests.conftest import SignedInUser, make_user
+from tests.factories import create_batch, download_link
+from tihuo.observability import JsonFormatter
+
+pytestmark = pytest.mark.usefixtures("catalog")
+
+ADMIN_PASSWORD = "Admin-Secret-Pass-4711"
+MEMBER_PASSWORD = "member secret pass 0815"
+WRONG_PASSWORD = "Wrong-Guess-Pass-9999"
+DOWNLOAD_REQUEST_ID = "download-request-0001"
+REDEEM_REQUEST_ID = "redeem-request-0001"
+# the test's own HTTP client logs each URL it fetches (a download URL holds its token); the app under
+# test makes no outbound HTTP request in this run, so these lines are not the app's
+CLIENT_LOGGERS = ("httpx", "httpcore")
+
+LOGIN = """
+mutation Login($username: String!, $password: String!) {
+  login(input: {username: $username, password: $password}) {
+    __typename ... on LoginSuccess { token } ... on Error { code } } }
+"""
+IMAGES = "query { regions { lines { code osImages { id name } } } }"
+PREVIEW = """
+query ($code: String!) { redemptionPreview(code: $code) {
+  __typename ... on RedemptionPreview { productName } ... on Error { code } } }
+"""
+REDEEM = """
+mutation ($input: RedeemCardInput!) { redeemCard(input: $input) {
+  __typename ... on RedeemCardSuccess { order { orderNo status } } ... on Error { code } } }
+"""
+
+
+class Collecting(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(JsonFormatter())
+        self.addFilter(lambda record: not record.name.startswith(CLIENT_LOGGERS))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    """Formatted lines of every logger at DEBUG, for the length of the test."""
+    handler = Collecting()
+    root = logging.getLogger()
+    saved_root = root.level
+    saved: dict[logging.Logger, tuple[int, bool]] = {}
+    for logger in list(logging.root.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            saved[logger] = (logger.level, logger.disabled)
+            if logger.level:
+                logger.setLevel(logging.DEBUG)
+            logger.disabled = False
+            if not logger.propagate:
+                logger.addHandler(handler)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield handler.lines
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved_root)
+        for logger, (level, disabled) in saved.items():
+            logger.setLevel(level)
+            logger.disabled = disabled
+            logger.removeHandler(handler)
+
+
+async def sign_in(gql: Any, user: SignedInUser, password: str) -> SignedInUser:
+    result = await gql(LOGIN, {"username": user.viewer.username, "password": password})
+    login = result["data"]["login"]
+    assert login["__typename"] == "LoginSuccess", result
+    return SignedInUser(viewer=user.viewer, password=password, token=login["token"])
+
+
+def code_forms(code: str) -> set[str]:
+    undashed = code.replace("-", "")
+    return {code, undashed, code.lower(), undashed.lower()}
+
+
+async def test_a_full_run_logs_no_code_password_or_token(gql, client, rt, log_lines):
+    # given an admin and a member with known passwords
+    admin_user = await make_user(rt, "ops-admin", Role.ADMIN, password=ADMIN_PASSWORD)
+    member_user = await make_user(rt, "alice", Role.MEMBER, password=MEMBER_PASSWORD)
+
+    # when the admin signs in, makes a batch and downloads its codes
+    admin = await sign_in(gql, admin_user, ADMIN_PASSWORD)
+    batch = await create_batch(gql, admin, quantity=3)
+    link = await download_link(gql, admin, batch["id"])
+    assert link["__typename"] == "CardBatchDownload", link
+    download_token = link["url"].rsplit("/", 1)[-1]
+    response = await client.get(link["url"], headers={"X-Request-ID": DOWNLOAD_REQUEST_ID})
+    assert response.status_code == 200, response.text
+    codes = response.text.splitlines()
+    assert len(codes) == 3
+
+    # and the member signs in (once wrongly), previews a card and redeems it with an OS
+    wrong = await gql(LOGIN, {"username": "alice", "password": WRONG_PASSWORD})
+    assert wrong["data"]["login"] == {"__typename": "WrongPasswordError", "code": "WRONG_PASSWORD"}
+    member = await sign_in(gql, member_user, MEMBER_PASSWORD)
+    images = await gql(IMAGES, user=member)
+    [ubuntu] = [
+        image["id"]
+        for region in images["data"]["regions"]
+        for line in region["lines"]
+        if line["code"] == "sh-bgp"
+        for image in line["osImages"]
+        if image["name"] == "Ubuntu 22.04 x64"
+    ]
+    preview = await gql(PREVIEW, {"code": codes[0]}, user=member)
+    assert preview["data"]["redemptionPreview"]["__typename"] == "RedemptionPreview", preview
+    typed = codes[0].replace("-", "").lower()
+    redeemed = await gql(
+        REDEEM,
+        {"input": {"code": typed, "osImageId": ubuntu}},
+        user=member,
+        headers={"X-Request-ID": REDEEM_REQUEST_ID},
+    )
+    order = redeemed["data"]["redeemCard"]["order"]
+
+    # and the worker opens the server and sends the SMS (through the log notifier)
+    job = await claim_job(rt, "w1")
+    assert job is not None and job.order_no == order["orderNo"]
+    await run_job(rt, SimulatedProvisioner(rt), LogNotifier(), job)
+    instance_password = login_password(rt.settings.secret, job.order_no)
+    metrics_page = (await client.get("/metrics")).text
+
+    # then every line is one JSON object with a request id field
+    assert log_lines
+    entries = [json.loads(line) for line in log_lines]
+    assert all(isinstance(entry, dict) and "request_id" in entry for entry in entries)
+    # and the lines written for a request carry its id
+    assert any(
+        entry["request_id"] == DOWNLOAD_REQUEST_ID and entry.get("event") == "download" for entry in entries
+    )
+    assert any(entry["request_id"] == REDEEM_REQUEST_ID for entry in entries)
+    assert any(entry.get("event") == "notify.sms" for entry in entries)
+    # and no line holds a code in any form, a password, a token or the server's login password
+    secrets = {
+        *(form for code in codes for form in code_forms(code)),
+        ADMIN_PASSWORD,
+        MEMBER_PASSWORD,
+        WRONG_PASSWORD,
+        admin.token,
+        member.token,
+        admin_user.token,
+        member_user.token,
+        download_token,
+        instance_password,
+    }
+    for line, entry in zip(log_lines, entries, strict=True):
+        decoded = " ".join(str(value) for value in entry.values())
+        leaked = [secret for secret in secrets if secret in line or secret in decoded]
+        assert not leaked, f"{leaked} in {line}"
+    # nor the metrics page
+    assert not [secret for secret in secrets if secret in metrics_page]
