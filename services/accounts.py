@@ -78,7 +78,7 @@ async def login(rt: Runtime, caller: Caller, *, username: str, password: str) ->
         if not ok:
             await ratelimit.record_failure(session, rt, ratelimit.LOGIN, keys)
         else:
-            await ratelimit.clear(session, ratelimit.LOGIN, keys)
+            await ratelimit.clear(session, rt, ratelimit.LOGIN, keys)
     if not ok or user is None:
         raise WrongPassword()
     expires_at = rt.now() + timedelta(seconds=rt.settings.token_ttl_seconds)
@@ -120,7 +120,9 @@ async def confirm_own_password(rt: Runtime, caller: Caller, password: str) -> No
     ok = password_hash is not None and await asyncio.to_thread(
         verify_password, rt.hasher, password_hash, password
     )
-    if not ok:
-        async with rt.db.write() as session:
-            await ratelimit.record_failure(session, rt, ratelimit.DOWNLOAD_PASSWORD, keys)
-        raise WrongPassword(key="WRONG_PASSWORD.download")
+    async with rt.db.write() as session:
+        if ok:
+            await ratelimit.clear(session, rt, ratelimit.DOWNLOAD_PASSWORD, keys)
+            return
+        await ratelimit.record_failure(session, rt, ratelimit.DOWNLOAD_PASSWORD, keys)
+    raise WrongPassword(key="WRONG_PASSWORD.download")

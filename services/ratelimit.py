@@ -54,7 +54,11 @@ async def ensure_allowed(session: AsyncSession, rt: Runtime, scope: str, keys: I
 
 
 async def record_failure(session: AsyncSession, rt: Runtime, scope: str, keys: Iterable[str]) -> None:
-    """Count one failure against each subject; must run inside a write transaction that commits."""
+    """Count one failure against each subject; must run inside a write transaction that commits.
+
+    Raises RateLimited, counting nothing (the caller's transaction rolls back), when a subject was
+    blocked since `ensure_allowed` looked: a concurrent attempt in another process reached the
+    limit meanwhile, and this one must not become an answer past the limit."""
     settings = rt.settings
     window = timedelta(seconds=settings.failed_attempt_window_seconds)
     now = rt.now()
@@ -71,6 +75,8 @@ async def record_failure(session: AsyncSession, rt: Runtime, scope: str, keys: I
             .with_for_update()
         )
         assert counter is not None
+        if counter.blocked_until is not None and counter.blocked_until > now:
+            raise RateLimited(_seconds_until(counter.blocked_until, now))
         _count(counter, now, window, settings.failed_attempt_limit)
 
 
@@ -89,11 +95,21 @@ def _count(counter: AttemptCounter, now: datetime, window: timedelta, limit: int
         counter.window_started_at = now
 
 
-async def clear(session: AsyncSession, scope: str, keys: Iterable[str]) -> None:
-    """Forget the failures of subjects that just succeeded (a block in force stays)."""
-    counters = await session.scalars(
-        select(AttemptCounter).where(AttemptCounter.scope == scope, AttemptCounter.subject.in_(list(keys)))
+async def clear(session: AsyncSession, rt: Runtime, scope: str, keys: Iterable[str]) -> None:
+    """A success: its subjects' failures are forgotten. Refused with RateLimited instead when a
+    subject was blocked since `ensure_allowed` looked (concurrent wrong attempts reached the limit
+    meanwhile, maybe in another process): a burst of guesses must not let a right one through."""
+    now = rt.now()
+    counters = list(
+        await session.scalars(
+            select(AttemptCounter)
+            .where(AttemptCounter.scope == scope, AttemptCounter.subject.in_(list(keys)))
+            .with_for_update()
+        )
     )
+    blocked = [c.blocked_until for c in counters if c.blocked_until is not None and c.blocked_until > now]
+    if blocked:
+        raise RateLimited(_seconds_until(max(blocked), now))
     for counter in counters:
         counter.failures = 0
 
