@@ -786,8 +786,12 @@ async def run_worker(
         limit,
         extra={"event": "worker.start", "worker": worker_id},
     )
+    next_housekeeping = 0.0
     try:
         while not stop.is_set():
+            if (now := asyncio.get_running_loop().time()) >= next_housekeeping:
+                next_housekeeping = now + HOUSEKEEPING_SECONDS
+                await _housekeeping(rt, worker_id)
             # cleared before looking, so a job queued while we look wakes the next wait at once
             rt.jobs_ready.clear()
             while len(running) < limit and not stop.is_set():
@@ -814,6 +818,29 @@ async def run_worker(
         if running:
             await asyncio.gather(*running, return_exceptions=True)
         log.info("worker %s stopped", worker_id, extra={"event": "worker.stop", "worker": worker_id})
+
+
+HOUSEKEEPING_SECONDS = 600
+
+
+async def _housekeeping(rt: Runtime, worker_id: str) -> None:
+    """Periodic tidying that belongs to no request: expired idempotency keys."""
+    from services.redemption import purge_idempotency_keys
+
+    try:
+        removed = await purge_idempotency_keys(rt)
+    except Exception:
+        log.exception(
+            "worker %s: housekeeping failed", worker_id, extra={"event": "worker.housekeeping_error"}
+        )
+        return
+    if removed:
+        log.info(
+            "worker %s: %d expired idempotency keys removed",
+            worker_id,
+            removed,
+            extra={"event": "worker.housekeeping"},
+        )
 
 
 async def _run_logged(rt: Runtime, provisioner: Provisioner, notifier: Notifier, job: ClaimedJob) -> None:

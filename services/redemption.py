@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, bindparam, exists, insert, or_, select, update
+from sqlalchemy import Select, bindparam, delete, exists, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -410,6 +410,14 @@ async def _claim_and_order(
         ],
     )
     return card, order
+
+
+async def purge_idempotency_keys(rt: Runtime) -> int:
+    """Forget keys older than `idempotency_key_hours` (at least 24, RULES §4); returns how many."""
+    cutoff = rt.now() - timedelta(hours=rt.settings.idempotency_key_hours)
+    async with rt.db.write() as session:
+        result = await session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < cutoff))
+    return result.rowcount or 0
 
 
 # ---------------------------------------------------------------- the usage log (F6, F7)

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     token_ttl_seconds: int = Field(default=12 * 3600, ge=60)
     # how long a checked token is trusted without reading its user again (0: never)
     token_cache_seconds: int = Field(default=5, ge=0)
+    # how long redeemCard's idempotency keys are kept (RULES §4: at least 24 hours)
+    idempotency_key_hours: int = Field(default=48, ge=24)
     # argon2id cost; the defaults follow RFC 9106's second recommendation (64 MiB, 3 passes)
     password_time_cost: int = Field(default=3, ge=1)
     password_memory_kib: int = Field(default=65536, ge=8)

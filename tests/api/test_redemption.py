@@ -449,3 +449,24 @@ async def test_the_usage_log_and_the_members_lists(gql, client, rt, clock, admin
     assert (await gql("{ myInstances { totalCount } }", user=member))["data"]["myInstances"] == {
         "totalCount": 0
     }
+
+
+async def test_idempotency_keys_are_kept_two_days_then_forgotten(
+    gql, client, rt, clock, admin, member, catalog
+):
+    from services.redemption import purge_idempotency_keys
+
+    clock.set(datetime(2026, 11, 26, 8, 0, tzinfo=UTC))
+    _, code = await one_card(gql, client, admin)
+    centos = (await image_ids(gql, member))[("sh-bgp", "CentOS 7.9 x64")]
+    wanted = {"input": {"code": code, "osImageId": centos, "idempotencyKey": "kept"}}
+    first = await gql(REDEEM, wanted, user=member)
+
+    clock.set(datetime(2026, 11, 28, 7, 59, tzinfo=UTC))  # 47 h 59 min later: still kept
+    assert await purge_idempotency_keys(rt) == 0
+    again = await gql(REDEEM, wanted, user=member)
+    clock.set(datetime(2026, 11, 28, 8, 1, tzinfo=UTC))
+    assert await purge_idempotency_keys(rt) == 1
+
+    assert again["data"]["redeemCard"]["order"]["id"] == first["data"]["redeemCard"]["order"]["id"]
+    assert (await redemption_state(rt))["counts"]["idempotency_keys"] == 0
