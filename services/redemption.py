@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, exists, insert, or_, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, exists, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -279,137 +279,182 @@ async def redeem_card(rt: Runtime, caller: Caller, request: RedeemRequest) -> Re
 async def _redeem_once(
     rt: Runtime, viewer: Viewer, found: _Found, image: OsImage | None, key: str | None, request_hash: bytes
 ) -> Redeemed:
-    async with rt.db.write() as session:
-        if key is not None and not await _keep_key(rt, session, viewer, key, request_hash):
-            # the same key committed meanwhile by a concurrent request: answer with its order
-            order = await _replay(session, viewer, key, request_hash)
-            if order is not None:
-                return Redeemed(order)
-            raise CardUnavailable(ErrorCode.CARD_USED)
-        card, order = await _claim_and_order(rt, session, viewer, found, image)
-        if key is not None:
-            await session.execute(
-                update(IdempotencyKey)
-                .where(IdempotencyKey.member_id == viewer.id, IdempotencyKey.key == key)
-                .values(order_id=order.id)
-            )
-    return Redeemed(order, card, image)
-
-
-async def _keep_key(
-    rt: Runtime, session: AsyncSession, viewer: Viewer, key: str, request_hash: bytes
-) -> bool:
-    """Reserve the key; False when it is taken (on PostgreSQL this waits for a concurrent holder)."""
-    insert_ = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    result = await session.execute(
-        insert_(IdempotencyKey)
-        .values(member_id=viewer.id, key=key, request_hash=request_hash, created_at=rt.now())
-        .on_conflict_do_nothing()
-        .returning(IdempotencyKey.key)
+    write = _Write(
+        now=rt.now(),
+        today=rt.today(),
+        member_id=viewer.id,
+        card_id=found.card.id,
+        batch=found.batch,
+        image=image,
+        key=key,
+        request_hash=request_hash,
+        order_no=_new_order_no(rt),
     )
-    return result.first() is not None
+    return await rt.db.run_write(write.run)
 
 
-# The write path's statements, built once: building them per request (coercing every value and
-# computing a new cache key) was a third of a redemption's CPU. Each request binds parameters only.
+# The write transaction's statements, on tables (Core), built once: building statements per request
+# (coercing every value, computing a new cache key) was a third of a redemption's CPU.
+_CARDS, _BATCHES, _ORDERS = Card.__table__, CardBatch.__table__, Order.__table__
 _CLAIM = (
-    update(Card)
+    update(_CARDS)
     .where(
-        Card.id == bindparam("card_id"),
-        Card.status == CardStatus.UNUSED,
+        _CARDS.c.id == bindparam("c_card"),
+        _CARDS.c.status == CardStatus.UNUSED,
         exists().where(
-            CardBatch.id == Card.batch_id,
-            CardBatch.status == BatchStatus.ACTIVE,
-            CardBatch.valid_until >= bindparam("today"),
+            _BATCHES.c.id == _CARDS.c.batch_id,
+            _BATCHES.c.status == BatchStatus.ACTIVE,
+            _BATCHES.c.valid_until >= bindparam("c_today"),
         ),
     )
-    .values(status=CardStatus.USED, used_at=bindparam("now"), member_id=bindparam("member_id"))
-    .returning(Card)
-    .execution_options(populate_existing=True)
+    .values(status=CardStatus.USED, used_at=bindparam("c_now"), member_id=bindparam("c_member"))
+    .returning(*_CARDS.c)
 )
 _TAKE_STOCK = (
-    update(ProductModel)
-    .where(ProductModel.id == bindparam("model_id"), ProductModel.stock > 0)
-    .values(stock=ProductModel.stock - 1)
-    .returning(ProductModel.id)
+    update(ProductModel.__table__)
+    .where(ProductModel.__table__.c.id == bindparam("s_model"), ProductModel.__table__.c.stock > 0)
+    .values(stock=ProductModel.__table__.c.stock - 1)
+    .returning(ProductModel.__table__.c.id)
 )
 _COUNT_USED = (
-    update(CardBatch).where(CardBatch.id == bindparam("batch_id")).values(used_count=CardBatch.used_count + 1)
+    update(_BATCHES).where(_BATCHES.c.id == bindparam("u_batch")).values(used_count=_BATCHES.c.used_count + 1)
 )
-_INSERT_ORDER = insert(Order).returning(Order)
-_INSERT_REDEMPTION = insert(Redemption)
-_INSERT_JOB = insert(ProvisioningJob)
+_INSERT_ORDER = insert(_ORDERS).returning(*_ORDERS.c)
+_INSERT_REDEMPTION = insert(Redemption.__table__)
+_INSERT_JOB = insert(ProvisioningJob.__table__)
+_KEYS = IdempotencyKey.__table__
+_KEY_ORDER = (
+    update(_KEYS)
+    .where(_KEYS.c.member_id == bindparam("w_member"), _KEYS.c.key == bindparam("w_key"))
+    .values(order_id=bindparam("w_order"))
+)
+_KEPT = select(_KEYS.c.request_hash, _KEYS.c.order_id).where(
+    _KEYS.c.member_id == bindparam("w_member"), _KEYS.c.key == bindparam("w_key")
+)
+_ORDER_BY_ID = select(_ORDERS).where(_ORDERS.c.id == bindparam("order_id"))
+_CARD_BY_ID = select(_CARDS).where(_CARDS.c.id == bindparam("card_id"))
+_BATCH_BY_ID = select(_BATCHES).where(_BATCHES.c.id == bindparam("batch_id"))
 
 
-async def _claim_and_order(
-    rt: Runtime, session: AsyncSession, viewer: Viewer, found: _Found, image: OsImage | None
-) -> tuple[Card, Order]:
-    now = rt.now()
-    batch = found.batch
-    card = await session.scalar(
-        _CLAIM, {"card_id": found.card.id, "today": rt.today(), "now": now, "member_id": viewer.id}
-    )
-    if card is None:
-        # lost to a concurrent redemption or an admin's change: say precisely what the card is now
-        current_card = await session.get(Card, found.card.id, populate_existing=True)
-        current_batch = await session.get(CardBatch, batch.id, populate_existing=True)
-        _ensure_redeemable(rt, _Found(card=current_card, batch=current_batch))  # type: ignore[arg-type]
-        raise CardUnavailable(ErrorCode.CARD_USED)
-    if batch.product_model_id is not None:
-        taken = await session.execute(_TAKE_STOCK, {"model_id": batch.product_model_id})
-        if taken.first() is None:
+@dataclass(frozen=True)
+class _Write:
+    """Everything the write transaction needs, decided before it starts, so it is short."""
+
+    now: datetime
+    today: date
+    member_id: int
+    card_id: int
+    batch: CardBatch
+    image: OsImage | None
+    key: str | None
+    request_hash: bytes
+    order_no: str
+
+    def run(self, connection: Connection) -> Redeemed:
+        """Reserve the key, claim the card (conditional: UNUSED, batch ACTIVE and unexpired), take
+        stock, count the use, write the order, the redemption row and the job. Raises to roll back."""
+        if self.key is not None and not self._reserve_key(connection):
+            # the same key committed meanwhile by a concurrent request: answer with its order
+            return self._replay(connection)
+        claimed = connection.execute(
+            _CLAIM,
+            {"c_card": self.card_id, "c_today": self.today, "c_now": self.now, "c_member": self.member_id},
+        ).first()
+        if claimed is None:
+            self._explain_lost_claim(connection)
+        batch = self.batch
+        model_id = batch.product_model_id
+        if model_id is not None and connection.execute(_TAKE_STOCK, {"s_model": model_id}).first() is None:
             raise OutOfStock()
-    await session.execute(_COUNT_USED, {"batch_id": batch.id})
-    windows = image is not None and image.family is OsFamily.WINDOWS
-    order = await session.scalar(
-        _INSERT_ORDER,
-        [
+        connection.execute(_COUNT_USED, {"u_batch": batch.id})
+        windows = self.image is not None and self.image.family is OsFamily.WINDOWS
+        order = connection.execute(
+            _INSERT_ORDER,
             {
-                "order_no": _new_order_no(rt),
-                "member_id": viewer.id,
-                "card_id": card.id,
+                "order_no": self.order_no,
+                "member_id": self.member_id,
+                "card_id": self.card_id,
                 "batch_id": batch.id,
                 "product_type": batch.product_type,
                 "config": batch.config,
-                "os_image_id": image.id if image else None,
+                "os_image_id": self.image.id if self.image else None,
                 "list_price": batch.windows_price
                 if windows and batch.windows_price is not None
                 else batch.reference_price,
                 "status": OrderStatus.PENDING,
-                "created_at": now,
-            }
-        ],
-    )
-    assert order is not None
-    await session.execute(
-        _INSERT_REDEMPTION,
-        [
+                "created_at": self.now,
+                "failure_reason": None,
+                "activated_at": None,
+            },
+        ).one()
+        connection.execute(
+            _INSERT_REDEMPTION,
             {
-                "card_id": card.id,
+                "card_id": self.card_id,
                 "batch_id": batch.id,
-                "member_id": viewer.id,
+                "member_id": self.member_id,
                 "order_id": order.id,
                 "product_type": batch.product_type,
                 "card_name": batch.name,
-                "card_last4": card.last4,
-                "redeemed_at": now,
-            }
-        ],
-    )
-    await session.execute(
-        _INSERT_JOB,
-        [
+                "card_last4": claimed.last4,
+                "redeemed_at": self.now,
+                "cancelled_at": None,
+            },
+        )
+        connection.execute(
+            _INSERT_JOB,
             {
                 "order_id": order.id,
                 "status": JobStatus.QUEUED,
                 "attempts": 0,
-                "run_after": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-        ],
-    )
-    return card, order
+                "run_after": self.now,
+                "lease_until": None,
+                "worker_id": None,
+                "last_error": None,
+                "created_at": self.now,
+                "updated_at": self.now,
+            },
+        )
+        if self.key is not None:
+            connection.execute(
+                _KEY_ORDER, {"w_member": self.member_id, "w_key": self.key, "w_order": order.id}
+            )
+        return Redeemed(Order(**order._mapping), Card(**claimed._mapping), self.image)
+
+    def _reserve_key(self, connection: Connection) -> bool:
+        """False when the key is taken (on PostgreSQL this waits for a concurrent holder to finish)."""
+        insert_ = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+        reserved = connection.execute(
+            insert_(_KEYS)
+            .values(
+                member_id=self.member_id, key=self.key, request_hash=self.request_hash, created_at=self.now
+            )
+            .on_conflict_do_nothing()
+            .returning(_KEYS.c.key)
+        )
+        return reserved.first() is not None
+
+    def _replay(self, connection: Connection) -> Redeemed:
+        kept = connection.execute(_KEPT, {"w_member": self.member_id, "w_key": self.key}).one()
+        if kept.request_hash != self.request_hash:
+            raise IdempotencyConflict()
+        if kept.order_id is None:
+            raise CardUnavailable(ErrorCode.CARD_USED)
+        order = connection.execute(_ORDER_BY_ID, {"order_id": kept.order_id}).one()
+        return Redeemed(Order(**order._mapping))
+
+    def _explain_lost_claim(self, connection: Connection) -> None:
+        """The claim found nothing to change: a concurrent redemption or an admin's change won.
+        Raise what the card is now (CARD_USED when nothing more precise applies)."""
+        card = connection.execute(_CARD_BY_ID, {"card_id": self.card_id}).one()
+        batch = connection.execute(_BATCH_BY_ID, {"batch_id": self.batch.id}).one()
+        if batch.status is BatchStatus.DISABLED:
+            raise CardUnavailable(ErrorCode.BATCH_DISABLED)
+        if card.status is CardStatus.DISABLED:
+            raise CardUnavailable(ErrorCode.CARD_DISABLED)
+        if card.status is CardStatus.UNUSED and self.today > batch.valid_until:
+            raise CardUnavailable(ErrorCode.CARD_EXPIRED)
+        raise CardUnavailable(ErrorCode.CARD_USED)
 
 
 async def purge_idempotency_keys(rt: Runtime) -> int:
