@@ -10,10 +10,19 @@ import strawberry
 TWO_PLACES = decimal.Decimal("0.01")
 
 
+class InvalidScalarValue(ValueError):
+    """An input that is not a Date, DateTime or Decimal: the client's mistake, answered as a validation
+    error. (graphql-core keeps it as `original_error` of an inline literal's error; a plain ValueError
+    there would look like a bug and be masked.)"""
+
+
 def _parse_date(value: object) -> dt.date:
     if not isinstance(value, str):
-        raise ValueError("Date must be a string like 2026-12-31")
-    return dt.date.fromisoformat(value)
+        raise InvalidScalarValue("Date must be a string like 2026-12-31")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise InvalidScalarValue("Date must be a day like 2026-12-31") from None
 
 
 def _serialize_datetime(value: dt.datetime) -> str:
@@ -24,10 +33,13 @@ def _serialize_datetime(value: dt.datetime) -> str:
 
 def _parse_datetime(value: object) -> dt.datetime:
     if not isinstance(value, str):
-        raise ValueError("DateTime must be an ISO 8601 string with an offset")
-    parsed = dt.datetime.fromisoformat(value)
+        raise InvalidScalarValue("DateTime must be an ISO 8601 string with an offset")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidScalarValue("DateTime must be an ISO 8601 string with an offset") from None
     if parsed.tzinfo is None:
-        raise ValueError("DateTime needs an offset, e.g. 2026-11-26T06:33:08+00:00")
+        raise InvalidScalarValue("DateTime needs an offset, e.g. 2026-11-26T06:33:08+00:00")
     return parsed
 
 
@@ -37,13 +49,13 @@ def _serialize_money(value: decimal.Decimal) -> str:
 
 def _parse_money(value: object) -> decimal.Decimal:
     if not isinstance(value, str):
-        raise ValueError("Decimal must be a string like 83.66")
+        raise InvalidScalarValue("Decimal must be a string like 83.66")
     try:
         parsed = decimal.Decimal(value)
     except decimal.InvalidOperation as exc:
-        raise ValueError("Decimal must be a string like 83.66") from exc
+        raise InvalidScalarValue("Decimal must be a string like 83.66") from exc
     if not parsed.is_finite() or parsed.as_tuple().exponent < -2:  # type: ignore[operator]
-        raise ValueError("Decimal must be finite with at most 2 decimals")
+        raise InvalidScalarValue("Decimal must be finite with at most 2 decimals")
     return parsed
 
 
