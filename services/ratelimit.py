@@ -50,7 +50,7 @@ async def ensure_allowed(session: AsyncSession, rt: Runtime, scope: str, keys: I
     rows = await session.scalars(_BLOCKED, {"scope": scope, "keys": keys, "now": now})
     blocked = [until for until in rows if until is not None]
     if blocked:
-        raise RateLimited(_seconds_until(max(blocked), now))
+        raise RateLimited(seconds_until(max(blocked), now))
 
 
 async def record_failure(session: AsyncSession, rt: Runtime, scope: str, keys: Iterable[str]) -> None:
@@ -76,7 +76,7 @@ async def record_failure(session: AsyncSession, rt: Runtime, scope: str, keys: I
         )
         assert counter is not None
         if counter.blocked_until is not None and counter.blocked_until > now:
-            raise RateLimited(_seconds_until(counter.blocked_until, now))
+            raise RateLimited(seconds_until(counter.blocked_until, now))
         _count(counter, now, window, settings.failed_attempt_limit)
 
 
@@ -109,10 +109,10 @@ async def clear(session: AsyncSession, rt: Runtime, scope: str, keys: Iterable[s
     )
     blocked = [c.blocked_until for c in counters if c.blocked_until is not None and c.blocked_until > now]
     if blocked:
-        raise RateLimited(_seconds_until(max(blocked), now))
+        raise RateLimited(seconds_until(max(blocked), now))
     for counter in counters:
         counter.failures = 0
 
 
-def _seconds_until(moment: datetime, now: datetime) -> int:
+def seconds_until(moment: datetime, now: datetime) -> int:
     return max(1, math.ceil((moment - now).total_seconds()))

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import (
+    AttemptCounter,
     BatchStatus,
     Card,
     CardBatch,
@@ -43,6 +44,7 @@ from services.errors import (
     IdempotencyConflict,
     OsSelectionRejected,
     OutOfStock,
+    RateLimited,
 )
 from services.paging import Page, PageRequest, keyset_page, page_request
 from services.runtime import Caller, Runtime, Viewer
@@ -119,36 +121,120 @@ def _normalised(typed: str) -> str:
     return code
 
 
-# statements of every attempt, built once (see _CLAIM below for why)
-_CARD_BY_HASH = (
-    select(Card, CardBatch)
-    .join(CardBatch, CardBatch.id == Card.batch_id)
-    .where(Card.code_hash == bindparam("code_hash"))
+# The look-up of an attempt: one read transaction (one hand-off on SQLite) for the member's limit,
+# a kept idempotency key, the card, its batch, stock and images. The checks then run in RULES §4's
+# order on what it found. Statements on tables, built once.
+_COUNTERS = AttemptCounter.__table__
+_MODELS = ProductModel.__table__
+_IMAGES = OsImage.__table__
+_L_BLOCKED = select(_COUNTERS.c.blocked_until).where(
+    _COUNTERS.c.scope == bindparam("l_scope"),
+    _COUNTERS.c.subject.in_(bindparam("l_keys", expanding=True)),
+    _COUNTERS.c.blocked_until > bindparam("l_now"),
 )
-_LINE_IMAGES = (
-    select(OsImage)
-    .join(line_os_images, line_os_images.c.os_image_id == OsImage.id)
-    .where(line_os_images.c.line_id == bindparam("line_id"))
-    .order_by(OsImage.family, OsImage.name)
+_L_KEPT = select(IdempotencyKey.__table__.c.request_hash, IdempotencyKey.__table__.c.order_id).where(
+    IdempotencyKey.__table__.c.member_id == bindparam("l_member"),
+    IdempotencyKey.__table__.c.key == bindparam("l_key"),
 )
-_LINE_IMAGE = (
-    select(OsImage)
-    .join(line_os_images, line_os_images.c.os_image_id == OsImage.id)
-    .where(OsImage.id == bindparam("image_id"), line_os_images.c.line_id == bindparam("line_id"))
+_L_ORDER = select(Order.__table__).where(Order.__table__.c.id == bindparam("l_order"))
+_L_CARD = select(Card.__table__).where(Card.__table__.c.code_hash == bindparam("l_hash"))
+_L_BATCH = select(CardBatch.__table__).where(CardBatch.__table__.c.id == bindparam("l_batch"))
+_L_STOCK = select(_MODELS.c.stock).where(_MODELS.c.id == bindparam("l_model"))
+_L_LINE_IMAGES = (
+    select(_IMAGES)
+    .join(line_os_images, line_os_images.c.os_image_id == _IMAGES.c.id)
+    .where(line_os_images.c.line_id == bindparam("l_line"))
+    .order_by(_IMAGES.c.family, _IMAGES.c.name)
 )
-_STOCK = select(ProductModel.stock).where(ProductModel.id == bindparam("model_id"))
+_L_LINE_IMAGE = (
+    select(_IMAGES)
+    .join(line_os_images, line_os_images.c.os_image_id == _IMAGES.c.id)
+    .where(_IMAGES.c.id == bindparam("l_image"), line_os_images.c.line_id == bindparam("l_line"))
+)
 
 
-async def _find(rt: Runtime, caller: Caller, viewer: Viewer, code: str, session: AsyncSession) -> _Found:
-    """Rate limit, then look the card up; an unknown code counts as a failed attempt."""
-    keys = ratelimit.subjects(member=viewer.id, ip=caller.client_address)
-    await ratelimit.ensure_allowed(session, rt, ratelimit.CARD_CODE, keys)
-    row = (await session.execute(_CARD_BY_HASH, {"code_hash": rt.keys.code_hash(code)})).one_or_none()
-    if row is None:
+@dataclass(frozen=True)
+class _Looked:
+    kept_hash: bytes | None = None
+    kept_order: Order | None = None
+    blocked_until: datetime | None = None
+    card: Card | None = None
+    batch: CardBatch | None = None
+    stock: int | None = None
+    line_images: tuple[OsImage, ...] = ()
+    chosen_image: OsImage | None = None
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    now: datetime
+    member_id: int
+    keys: tuple[str, ...]
+    code_hash: bytes
+    idempotency_key: str | None = None
+    request_hash: bytes | None = None
+    image_id: int | None = None
+    line_images: bool = False
+
+    def run(self, connection: Connection) -> _Looked:
+        if self.idempotency_key is not None:
+            kept = connection.execute(
+                _L_KEPT, {"l_member": self.member_id, "l_key": self.idempotency_key}
+            ).first()
+            if kept is not None:
+                order = None
+                if kept.order_id is not None and kept.request_hash == self.request_hash:
+                    order = Order(**connection.execute(_L_ORDER, {"l_order": kept.order_id}).one()._mapping)
+                if kept.request_hash != self.request_hash or order is not None:
+                    return _Looked(kept_hash=kept.request_hash, kept_order=order)
+        blocked = connection.execute(
+            _L_BLOCKED, {"l_scope": ratelimit.CARD_CODE, "l_keys": list(self.keys), "l_now": self.now}
+        ).scalars()
+        latest = max((until for until in blocked if until is not None), default=None)
+        if latest is not None:
+            return _Looked(blocked_until=latest)
+        card_row = connection.execute(_L_CARD, {"l_hash": self.code_hash}).first()
+        if card_row is None:
+            return _Looked()
+        batch = CardBatch(**connection.execute(_L_BATCH, {"l_batch": card_row.batch_id}).one()._mapping)
+        stock = None
+        if batch.product_model_id is not None:
+            stock = connection.execute(_L_STOCK, {"l_model": batch.product_model_id}).scalar_one()
+        images: tuple[OsImage, ...] = ()
+        if self.line_images and batch.product_type is not ProductType.VIRTUAL_HOST:
+            rows = connection.execute(_L_LINE_IMAGES, {"l_line": batch.line_id})
+            images = tuple(OsImage(**row._mapping) for row in rows)
+        chosen = None
+        if self.image_id is not None:
+            row = connection.execute(
+                _L_LINE_IMAGE, {"l_image": self.image_id, "l_line": batch.line_id}
+            ).first()
+            chosen = None if row is None else OsImage(**row._mapping)
+        return _Looked(
+            card=Card(**card_row._mapping), batch=batch, stock=stock, line_images=images, chosen_image=chosen
+        )
+
+
+async def _look_up(
+    rt: Runtime, caller: Caller, viewer: Viewer, code: str, **wanted: Any
+) -> tuple[_Found, _Looked]:
+    """Rate limit, then the card: an unknown code counts as a failed attempt (RULES §4)."""
+    keys = tuple(ratelimit.subjects(member=viewer.id, ip=caller.client_address))
+    lookup = _Lookup(
+        now=rt.now(), member_id=viewer.id, keys=keys, code_hash=rt.keys.code_hash(code), **wanted
+    )
+    looked = await rt.db.run_read(lookup.run)
+    if looked.kept_hash is not None:
+        if looked.kept_hash != lookup.request_hash:
+            raise IdempotencyConflict()
+        return _Found(card=None, batch=None), looked  # type: ignore[arg-type]
+    if looked.blocked_until is not None:
+        raise RateLimited(ratelimit.seconds_until(looked.blocked_until, lookup.now))
+    if looked.card is None or looked.batch is None:
         async with rt.db.write() as counting:
             await ratelimit.record_failure(counting, rt, ratelimit.CARD_CODE, keys)
         raise CardCodeRejected(ErrorCode.CARD_NOT_FOUND)
-    return _Found(card=row[0], batch=row[1])
+    return _Found(card=looked.card, batch=looked.batch), looked
 
 
 def _ensure_redeemable(rt: Runtime, found: _Found) -> None:
@@ -163,29 +249,18 @@ def _ensure_redeemable(rt: Runtime, found: _Found) -> None:
         raise CardUnavailable(ErrorCode.CARD_EXPIRED)
 
 
-async def _line_images(session: AsyncSession, line_id: int) -> list[OsImage]:
-    return list(await session.scalars(_LINE_IMAGES, {"line_id": line_id}))
-
-
-async def _ensure_in_stock(session: AsyncSession, batch: CardBatch) -> None:
-    if batch.product_model_id is None:
-        return
-    stock = await session.scalar(_STOCK, {"model_id": batch.product_model_id})
-    if not stock:
-        raise OutOfStock()
-
-
 @metrics.counts_redemptions("preview")
 async def preview_card(rt: Runtime, caller: Caller, typed_code: str) -> Preview:
     """`redemptionPreview`: what the card gives and which images the member may pick."""
     viewer = caller.require_member()
     code = _normalised(typed_code)
-    async with _member_turn(rt, viewer.id), rt.db.read() as session:
-        found = await _find(rt, caller, viewer, code, session)
-        _ensure_redeemable(rt, found)
-        await _ensure_in_stock(session, found.batch)
-        takes_os = found.batch.product_type is not ProductType.VIRTUAL_HOST
-        images = await _line_images(session, found.batch.line_id) if takes_os else []
+    async with _member_turn(rt, viewer.id):
+        found, looked = await _look_up(rt, caller, viewer, code, line_images=True)
+    _ensure_redeemable(rt, found)
+    if looked.stock is not None and looked.stock <= 0:
+        raise OutOfStock()
+    takes_os = found.batch.product_type is not ProductType.VIRTUAL_HOST
+    images = list(looked.line_images)
     notices = NOTICES.get(caller.locale, NOTICES["zh-CN"])
     return Preview(
         product_type=found.batch.product_type,
@@ -201,21 +276,18 @@ async def preview_card(rt: Runtime, caller: Caller, typed_code: str) -> Preview:
     )
 
 
-async def _chosen_image(session: AsyncSession, batch: CardBatch, os_image_id: str | None) -> OsImage | None:
-    """OS_REQUIRED / OS_NOT_ALLOWED (R2, R6): an image of the card's line, or none for a virtual host."""
+def _chosen_image(batch: CardBatch, os_image_id: str | None, found: OsImage | None) -> OsImage | None:
+    """OS_REQUIRED / OS_NOT_ALLOWED (R2, R6): an image of the card's line, or none for a virtual host.
+    `found` is the image with that id on the card's line, if there is one."""
     if batch.product_type is ProductType.VIRTUAL_HOST:
         if os_image_id is not None:
             raise OsSelectionRejected(ErrorCode.OS_NOT_ALLOWED)
         return None
     if os_image_id is None:
         raise OsSelectionRejected(ErrorCode.OS_REQUIRED)
-    parsed = parse_id(os_image_id)
-    image = None
-    if parsed is not None:
-        image = await session.scalar(_LINE_IMAGE, {"image_id": parsed, "line_id": batch.line_id})
-    if image is None:
+    if found is None:
         raise OsSelectionRejected(ErrorCode.OS_NOT_ALLOWED)
-    return image
+    return found
 
 
 def _request_hash(code: str, os_image_id: str | None) -> bytes:
@@ -250,19 +322,23 @@ async def redeem_card(rt: Runtime, caller: Caller, request: RedeemRequest) -> Re
     code = _normalised(request.code)
     key = request.idempotency_key
     request_hash = _request_hash(code, request.os_image_id)
-    async with _member_turn(rt, viewer.id), rt.db.read() as session:
-        if key is not None and (order := await _replay(session, viewer, key, request_hash)) is not None:
+    image_id = None if request.os_image_id is None else parse_id(request.os_image_id)
+    async with _member_turn(rt, viewer.id):
+        found, looked = await _look_up(
+            rt, caller, viewer, code, idempotency_key=key, request_hash=request_hash, image_id=image_id
+        )
+    if looked.kept_order is not None:
+        return Redeemed(looked.kept_order)
+    try:
+        _ensure_redeemable(rt, found)
+    except CardUnavailable:
+        # a concurrent request with this key may have used the card since the key was read
+        if key is not None and (order := await _replay_afresh(rt, viewer, key, request_hash)) is not None:
             return Redeemed(order)
-        found = await _find(rt, caller, viewer, code, session)
-        try:
-            _ensure_redeemable(rt, found)
-        except CardUnavailable:
-            # a concurrent request with this key may have used the card since the key was read
-            if key is not None and (order := await _replay_afresh(rt, viewer, key, request_hash)) is not None:
-                return Redeemed(order)
-            raise
-        image = await _chosen_image(session, found.batch, request.os_image_id)
-        await _ensure_in_stock(session, found.batch)
+        raise
+    image = _chosen_image(found.batch, request.os_image_id, looked.chosen_image)
+    if looked.stock is not None and looked.stock <= 0:
+        raise OutOfStock()
     for attempt in range(1, ORDER_NO_ATTEMPTS + 1):
         try:
             redeemed = await _redeem_once(rt, viewer, found, image, key, request_hash)

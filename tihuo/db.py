@@ -8,6 +8,7 @@ turn instead of failing with "database is locked". PostgreSQL: one ordinary pool
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from tihuo.settings import Settings
 
 T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READER_THREADS = 2
 
 
 class DuplicateKey(Exception):
@@ -77,10 +79,23 @@ class Database:
             )
             _sqlite_pragmas(self.sync_write_engine, sqlite_synchronous, "BEGIN IMMEDIATE")
             self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+            # and the hot reads (a redemption's look-up) likewise, a whole transaction per hand-off
+            self.sync_read_engine: Engine | None = create_engine(
+                url.replace("sqlite+aiosqlite://", "sqlite+pysqlite://", 1),
+                echo=echo,
+                pool_size=READER_THREADS,
+                max_overflow=0,
+                connect_args={"check_same_thread": False},
+            )
+            _sqlite_pragmas(self.sync_read_engine, sqlite_synchronous, "BEGIN")
+            self._reader_threads = ThreadPoolExecutor(
+                max_workers=READER_THREADS, thread_name_prefix="sqlite-reader"
+            )
         else:
             self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10)
             self.write_engine = self.engine
             self.sync_write_engine = None
+            self.sync_read_engine = None
         self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
@@ -115,11 +130,30 @@ class Database:
         assert self._write_lock is not None
         async with self._write_lock:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._writer_thread, self._run_in_transaction, work)
+            # with the caller's context, so log lines written there carry its request id
+            context = contextvars.copy_context()
+            return await loop.run_in_executor(
+                self._writer_thread, context.run, self._run_in_transaction, work
+            )
+
+    async def run_read(self, work: Callable[[Connection], T]) -> T:
+        """Run `work(connection)`, synchronous Core reads, in one read transaction (one snapshot).
+        SQLite: on a reader thread, one hand-off for the whole of it; PostgreSQL: `run_sync`."""
+        if self.sync_read_engine is None:
+            async with self.engine.connect() as connection, connection.begin():
+                return await connection.run_sync(work)
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._reader_threads, context.run, self._read_in_transaction, work)
 
     def _run_in_transaction(self, work: Callable[[Connection], T]) -> T:
         assert self.sync_write_engine is not None
         with self.sync_write_engine.begin() as connection:
+            return work(connection)
+
+    def _read_in_transaction(self, work: Callable[[Connection], T]) -> T:
+        assert self.sync_read_engine is not None
+        with self.sync_read_engine.connect() as connection, connection.begin():
             return work(connection)
 
     async def bulk_insert(
@@ -148,6 +182,11 @@ class Database:
                 self._writer_thread, self.sync_write_engine.dispose
             )
             self._writer_thread.shutdown(wait=False)
+        if self.sync_read_engine is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                self._reader_threads, self.sync_read_engine.dispose
+            )
+            self._reader_threads.shutdown(wait=False)
 
 
 def database_from_settings(settings: Settings) -> Database:
