@@ -9,7 +9,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +24,7 @@ from services.pricing import ConfigInput, PricedConfig, ensure_in_stock, price_c
 from services.runtime import Caller, Runtime
 from tihuo.db import DuplicateKey
 
+Row = TypeVar("Row", Card, CardBatch)
 NAME_MAX = 100
 REMARK_MAX = 500
 BATCH_NO_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -359,15 +360,21 @@ def is_expired(rt: Runtime, valid_until: date) -> bool:
 # ---------------------------------------------------------------- admin writes
 
 
+async def _locked(session: AsyncSession, model: type[Row], text_id: str) -> Row:
+    """The row named by an id from the API, locked for this transaction; NotFound if there is none."""
+    parsed = parse_id(text_id)
+    row = None if parsed is None else await session.get(model, parsed, with_for_update=True)
+    if row is None:
+        raise NotFound()
+    return row
+
+
 async def set_batch_status(rt: Runtime, caller: Caller, batch_id: str, status: BatchStatus) -> CardBatch:
     """`setCardBatchStatus`: ACTIVE ↔ DISABLED; setting the status it already has changes nothing."""
     caller.require_admin()
     status = BatchStatus(status)
-    parsed = parse_id(batch_id)
     async with rt.db.write() as session:
-        batch = None if parsed is None else await session.get(CardBatch, parsed, with_for_update=True)
-        if batch is None:
-            raise NotFound()
+        batch = await _locked(session, CardBatch, batch_id)
         if batch.status is status:
             return batch
         old = batch.status
@@ -389,11 +396,8 @@ async def set_card_status(rt: Runtime, caller: Caller, card_id: str, status: Car
     """`setCardStatus`: UNUSED ↔ DISABLED only; a used card cannot be disabled (R5)."""
     caller.require_admin()
     status = CardStatus(status)
-    parsed = parse_id(card_id)
     async with rt.db.write() as session:
-        card = None if parsed is None else await session.get(Card, parsed, with_for_update=True)
-        if card is None:
-            raise NotFound()
+        card = await _locked(session, Card, card_id)
         if card.status is CardStatus.USED:
             raise InvalidState(key="INVALID_STATE.card_used")
         if status is CardStatus.USED:
@@ -433,11 +437,8 @@ async def set_card_remark(rt: Runtime, caller: Caller, card_id: str, remark: str
     new_remark = remark.strip() or None
     if new_remark is not None and len(new_remark) > REMARK_MAX:
         raise InvalidInput([FieldProblem("remark", "field.too_long", {"max": REMARK_MAX})])
-    parsed = parse_id(card_id)
     async with rt.db.write() as session:
-        card = None if parsed is None else await session.get(Card, parsed, with_for_update=True)
-        if card is None:
-            raise NotFound()
+        card = await _locked(session, Card, card_id)
         if card.remark == new_remark:
             return card
         old = card.remark
