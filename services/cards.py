@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -454,7 +453,3 @@ async def set_card_remark(rt: Runtime, caller: Caller, card_id: str, remark: str
             new={"remark": new_remark},
         )
     return card
-
-
-def new_batch_no_for_tests() -> str:  # pragma: no cover - helper kept out of the API
-    return secrets.token_hex(4)

@@ -15,7 +15,6 @@ from sqlalchemy import Connection, Select, bindparam, delete, exists, insert, or
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import (
     AttemptCounter,
@@ -155,7 +154,6 @@ _L_LINE_IMAGE = (
 
 @dataclass(frozen=True)
 class _Looked:
-    kept_hash: bytes | None = None
     kept_order: Order | None = None
     blocked_until: datetime | None = None
     card: Card | None = None
@@ -163,6 +161,24 @@ class _Looked:
     stock: int | None = None
     line_images: tuple[OsImage, ...] = ()
     chosen_image: OsImage | None = None
+
+    @property
+    def found(self) -> _Found:
+        assert self.card is not None and self.batch is not None
+        return _Found(card=self.card, batch=self.batch)
+
+
+def _kept_order(connection: Connection, member_id: int, key: str, request_hash: bytes | None) -> Order | None:
+    """The order an idempotency key already made with this input (None if it made none);
+    IDEMPOTENCY_CONFLICT if the key was used with another input."""
+    kept = connection.execute(_L_KEPT, {"l_member": member_id, "l_key": key}).first()
+    if kept is None:
+        return None
+    if kept.request_hash != request_hash:
+        raise IdempotencyConflict()
+    if kept.order_id is None:
+        return None
+    return Order(**connection.execute(_L_ORDER, {"l_order": kept.order_id}).one()._mapping)
 
 
 @dataclass(frozen=True)
@@ -178,15 +194,9 @@ class _Lookup:
 
     def run(self, connection: Connection) -> _Looked:
         if self.idempotency_key is not None:
-            kept = connection.execute(
-                _L_KEPT, {"l_member": self.member_id, "l_key": self.idempotency_key}
-            ).first()
-            if kept is not None:
-                order = None
-                if kept.order_id is not None and kept.request_hash == self.request_hash:
-                    order = Order(**connection.execute(_L_ORDER, {"l_order": kept.order_id}).one()._mapping)
-                if kept.request_hash != self.request_hash or order is not None:
-                    return _Looked(kept_hash=kept.request_hash, kept_order=order)
+            order = _kept_order(connection, self.member_id, self.idempotency_key, self.request_hash)
+            if order is not None:
+                return _Looked(kept_order=order)
         blocked = connection.execute(
             _L_BLOCKED, {"l_scope": ratelimit.CARD_CODE, "l_keys": list(self.keys), "l_now": self.now}
         ).scalars()
@@ -215,37 +225,34 @@ class _Lookup:
         )
 
 
-async def _look_up(
-    rt: Runtime, caller: Caller, viewer: Viewer, code: str, **wanted: Any
-) -> tuple[_Found, _Looked]:
-    """Rate limit, then the card: an unknown code counts as a failed attempt (RULES §4)."""
+async def _look_up(rt: Runtime, caller: Caller, viewer: Viewer, code: str, **wanted: Any) -> _Looked:
+    """A kept key's order, or else: rate limit, then the card; an unknown code counts as a failed
+    attempt (RULES §4)."""
     keys = tuple(ratelimit.subjects(member=viewer.id, ip=caller.client_address))
     lookup = _Lookup(
         now=rt.now(), member_id=viewer.id, keys=keys, code_hash=rt.keys.code_hash(code), **wanted
     )
     looked = await rt.db.run_read(lookup.run)
-    if looked.kept_hash is not None:
-        if looked.kept_hash != lookup.request_hash:
-            raise IdempotencyConflict()
-        return _Found(card=None, batch=None), looked  # type: ignore[arg-type]
+    if looked.kept_order is not None:
+        return looked
     if looked.blocked_until is not None:
         raise RateLimited(ratelimit.seconds_until(looked.blocked_until, lookup.now))
     if looked.card is None or looked.batch is None:
         async with rt.db.write() as counting:
             await ratelimit.record_failure(counting, rt, ratelimit.CARD_CODE, keys)
         raise CardCodeRejected(ErrorCode.CARD_NOT_FOUND)
-    return _Found(card=looked.card, batch=looked.batch), looked
+    return looked
 
 
-def _ensure_redeemable(rt: Runtime, found: _Found) -> None:
+def _ensure_redeemable(today: date, card: Card, batch: CardBatch) -> None:
     """BATCH_DISABLED, CARD_DISABLED, CARD_USED, CARD_EXPIRED: in the order RULES §4 gives."""
-    if found.batch.status is BatchStatus.DISABLED:
+    if batch.status is BatchStatus.DISABLED:
         raise CardUnavailable(ErrorCode.BATCH_DISABLED)
-    if found.card.status is CardStatus.DISABLED:
+    if card.status is CardStatus.DISABLED:
         raise CardUnavailable(ErrorCode.CARD_DISABLED)
-    if found.card.status is CardStatus.USED:
+    if card.status is CardStatus.USED:
         raise CardUnavailable(ErrorCode.CARD_USED)
-    if rt.today() > found.batch.valid_until:
+    if today > batch.valid_until:
         raise CardUnavailable(ErrorCode.CARD_EXPIRED)
 
 
@@ -255,8 +262,9 @@ async def preview_card(rt: Runtime, caller: Caller, typed_code: str) -> Preview:
     viewer = caller.require_member()
     code = _normalised(typed_code)
     async with _member_turn(rt, viewer.id):
-        found, looked = await _look_up(rt, caller, viewer, code, line_images=True)
-    _ensure_redeemable(rt, found)
+        looked = await _look_up(rt, caller, viewer, code, line_images=True)
+    found = looked.found
+    _ensure_redeemable(rt.today(), found.card, found.batch)
     if looked.stock is not None and looked.stock <= 0:
         raise OutOfStock()
     takes_os = found.batch.product_type is not ProductType.VIRTUAL_HOST
@@ -294,19 +302,8 @@ def _request_hash(code: str, os_image_id: str | None) -> bytes:
     return hashlib.sha256(f"{code}\n{os_image_id or ''}".encode()).digest()
 
 
-async def _replay(session: AsyncSession, viewer: Viewer, key: str, request_hash: bytes) -> Order | None:
-    """The order a key already made with this input; IDEMPOTENCY_CONFLICT if it was another input."""
-    kept = await session.get(IdempotencyKey, (viewer.id, key))
-    if kept is None:
-        return None
-    if kept.request_hash != request_hash:
-        raise IdempotencyConflict()
-    return None if kept.order_id is None else await session.get(Order, kept.order_id)
-
-
 async def _replay_afresh(rt: Runtime, viewer: Viewer, key: str, request_hash: bytes) -> Order | None:
-    async with rt.db.read() as session:
-        return await _replay(session, viewer, key, request_hash)
+    return await rt.db.run_read(lambda connection: _kept_order(connection, viewer.id, key, request_hash))
 
 
 def _new_order_no(rt: Runtime) -> str:
@@ -324,13 +321,14 @@ async def redeem_card(rt: Runtime, caller: Caller, request: RedeemRequest) -> Re
     request_hash = _request_hash(code, request.os_image_id)
     image_id = None if request.os_image_id is None else parse_id(request.os_image_id)
     async with _member_turn(rt, viewer.id):
-        found, looked = await _look_up(
+        looked = await _look_up(
             rt, caller, viewer, code, idempotency_key=key, request_hash=request_hash, image_id=image_id
         )
     if looked.kept_order is not None:
         return Redeemed(looked.kept_order)
+    found = looked.found
     try:
-        _ensure_redeemable(rt, found)
+        _ensure_redeemable(rt.today(), found.card, found.batch)
     except CardUnavailable:
         # a concurrent request with this key may have used the card since the key was read
         if key is not None and (order := await _replay_afresh(rt, viewer, key, request_hash)) is not None:
@@ -404,12 +402,7 @@ _KEY_ORDER = (
     .where(_KEYS.c.member_id == bindparam("w_member"), _KEYS.c.key == bindparam("w_key"))
     .values(order_id=bindparam("w_order"))
 )
-_KEPT = select(_KEYS.c.request_hash, _KEYS.c.order_id).where(
-    _KEYS.c.member_id == bindparam("w_member"), _KEYS.c.key == bindparam("w_key")
-)
-_ORDER_BY_ID = select(_ORDERS).where(_ORDERS.c.id == bindparam("order_id"))
 _CARD_BY_ID = select(_CARDS).where(_CARDS.c.id == bindparam("card_id"))
-_BATCH_BY_ID = select(_BATCHES).where(_BATCHES.c.id == bindparam("batch_id"))
 
 
 @dataclass(frozen=True)
@@ -511,25 +504,18 @@ class _Write:
         return reserved.first() is not None
 
     def _replay(self, connection: Connection) -> Redeemed:
-        kept = connection.execute(_KEPT, {"w_member": self.member_id, "w_key": self.key}).one()
-        if kept.request_hash != self.request_hash:
-            raise IdempotencyConflict()
-        if kept.order_id is None:
+        assert self.key is not None
+        order = _kept_order(connection, self.member_id, self.key, self.request_hash)
+        if order is None:
             raise CardUnavailable(ErrorCode.CARD_USED)
-        order = connection.execute(_ORDER_BY_ID, {"order_id": kept.order_id}).one()
-        return Redeemed(Order(**order._mapping))
+        return Redeemed(order)
 
     def _explain_lost_claim(self, connection: Connection) -> None:
         """The claim found nothing to change: a concurrent redemption or an admin's change won.
         Raise what the card is now (CARD_USED when nothing more precise applies)."""
-        card = connection.execute(_CARD_BY_ID, {"card_id": self.card_id}).one()
-        batch = connection.execute(_BATCH_BY_ID, {"batch_id": self.batch.id}).one()
-        if batch.status is BatchStatus.DISABLED:
-            raise CardUnavailable(ErrorCode.BATCH_DISABLED)
-        if card.status is CardStatus.DISABLED:
-            raise CardUnavailable(ErrorCode.CARD_DISABLED)
-        if card.status is CardStatus.UNUSED and self.today > batch.valid_until:
-            raise CardUnavailable(ErrorCode.CARD_EXPIRED)
+        card = Card(**connection.execute(_CARD_BY_ID, {"card_id": self.card_id}).one()._mapping)
+        batch = CardBatch(**connection.execute(_L_BATCH, {"l_batch": self.batch.id}).one()._mapping)
+        _ensure_redeemable(self.today, card, batch)
         raise CardUnavailable(ErrorCode.CARD_USED)
 
 
