@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from strawberry.extensions import AddValidationRules, MaxTokensLimiter, ParserCache, ValidationCache
 from strawberry.extensions.max_aliases import create_validator as alias_limit_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_limit_rule
 from strawberry.schema.config import StrawberryConfig
@@ -24,8 +23,9 @@ from schema.cards import (
     SetCardStatusResult,
 )
 from schema.catalog import HostingPlanType, ProductModelType, QuoteResult, RegionType
+from schema.documents import DocumentCache, RequestHooks
 from schema.errors import EXCEPTION_HANDLERS, log_unexpected, shape_errors
-from schema.metrics import RequestMetrics, marking_business_errors
+from schema.metrics import marking_business_errors
 from schema.orders import (
     CancelOrderResult,
     InstanceConnection,
@@ -134,19 +134,15 @@ class TihuoSchema(strawberry.Schema):
 
 def build_schema(*, max_depth: int = 12, max_aliases: int = 30, max_tokens: int = 5000) -> strawberry.Schema:
     # The depth and alias limits are validation rules made once here: QueryDepthLimiter and
-    # MaxAliasesLimiter would make new rule classes per request, and the validation cache, keyed
-    # by the rules too, would then never hit (measured: validation was half the CPU of a request).
-    limits = [depth_limit_rule(max_depth, None), alias_limit_rule(max_aliases)]
+    # MaxAliasesLimiter would make new rule classes per request, and a validation cache keyed by the
+    # rules would then never hit (measured: validation was half the CPU of a request).
+    documents = DocumentCache(
+        extra_rules=[depth_limit_rule(max_depth, None), alias_limit_rule(max_aliases)], max_tokens=max_tokens
+    )
     return TihuoSchema(
         query=Query,
         mutation=Mutation,
         config=StrawberryConfig(auto_camel_case=True, scalar_map=SCALAR_MAP),
         exception_handlers=marking_business_errors(EXCEPTION_HANDLERS),
-        extensions=[
-            RequestMetrics,
-            lambda: AddValidationRules(limits),
-            lambda: MaxTokensLimiter(max_token_count=max_tokens),
-            ParserCache,
-            ValidationCache,
-        ],
+        extensions=[lambda: RequestHooks(documents)],
     )

@@ -4,6 +4,7 @@ takes stock, writes the order, the redemption log and the provisioning job."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,28 +12,20 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, delete, exists, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Select, delete, or_, select
 
 from models import (
-    AttemptCounter,
     BatchStatus,
     Card,
     CardBatch,
     CardStatus,
     IdempotencyKey,
-    JobStatus,
     Order,
     OrderStatus,
     OsFamily,
     OsImage,
-    ProductModel,
     ProductType,
-    ProvisioningJob,
     Redemption,
-    line_os_images,
 )
 from services import codes, metrics, ratelimit
 from services.catalog import parse_id
@@ -47,6 +40,10 @@ from services.errors import (
 )
 from services.paging import Page, PageRequest, keyset_page, page_request
 from services.runtime import Caller, Runtime, Viewer
+from tihuo.db import CheckFailed, DuplicateKey
+from tihuo.sql import Codec, Plan, Row, Shape, Sql
+
+log = logging.getLogger("tihuo.redemption")
 
 PRODUCT_NAMES = {
     ProductType.CLOUD_SERVER: {"zh-CN": "云服务器", "en": "Cloud server"},
@@ -120,36 +117,34 @@ def _normalised(typed: str) -> str:
     return code
 
 
-# The look-up of an attempt: one read transaction (one hand-off on SQLite) for the member's limit,
-# a kept idempotency key, the card, its batch, stock and images. The checks then run in RULES §4's
-# order on what it found. Statements on tables, built once.
-_COUNTERS = AttemptCounter.__table__
-_MODELS = ProductModel.__table__
-_IMAGES = OsImage.__table__
-_L_BLOCKED = select(_COUNTERS.c.blocked_until).where(
-    _COUNTERS.c.scope == bindparam("l_scope"),
-    _COUNTERS.c.subject.in_(bindparam("l_keys", expanding=True)),
-    _COUNTERS.c.blocked_until > bindparam("l_now"),
+# The look-up of an attempt is one statement (tihuo/sql.py: through the driver itself): the member's
+# limit, a kept idempotency key, the card, its batch, stock, and the line's images (all of them for a
+# preview, the chosen one for a redemption). The checks then run in RULES §4's order on what it found.
+_CARD = Shape(Card, "c", "c")
+_BATCH = Shape(CardBatch, "b", "b")
+_IMAGE = Shape(OsImage, "i", "i")
+_ORDER = Shape(Order, "o", "o")
+_LOOK_UP = Sql(
+    """
+    SELECT k.request_hash AS kept_hash, k.order_id AS kept_order,
+           (SELECT max(a.blocked_until) FROM attempt_counters a
+             WHERE a.scope = $1 AND a.subject IN ($2, $3) AND a.blocked_until > $4) AS blocked_until,
+           {card}, {batch}, m.stock AS stock, {image}
+      FROM (SELECT 1 AS one) AS attempt
+      LEFT JOIN idempotency_keys k ON k.member_id = $5 AND k.key = $6
+      LEFT JOIN cards c ON c.code_hash = $7
+      LEFT JOIN card_batches b ON b.id = c.batch_id
+      LEFT JOIN product_models m ON m.id = b.product_model_id
+      LEFT JOIN line_os_images lo ON lo.line_id = b.line_id AND (lo.os_image_id = $8 OR $9)
+      LEFT JOIN os_images i ON i.id = lo.os_image_id
+     ORDER BY i.family, i.name
+    """,
+    card=_CARD,
+    batch=_BATCH,
+    image=_IMAGE,
 )
-_L_KEPT = select(IdempotencyKey.__table__.c.request_hash, IdempotencyKey.__table__.c.order_id).where(
-    IdempotencyKey.__table__.c.member_id == bindparam("l_member"),
-    IdempotencyKey.__table__.c.key == bindparam("l_key"),
-)
-_L_ORDER = select(Order.__table__).where(Order.__table__.c.id == bindparam("l_order"))
-_L_CARD = select(Card.__table__).where(Card.__table__.c.code_hash == bindparam("l_hash"))
-_L_BATCH = select(CardBatch.__table__).where(CardBatch.__table__.c.id == bindparam("l_batch"))
-_L_STOCK = select(_MODELS.c.stock).where(_MODELS.c.id == bindparam("l_model"))
-_L_LINE_IMAGES = (
-    select(_IMAGES)
-    .join(line_os_images, line_os_images.c.os_image_id == _IMAGES.c.id)
-    .where(line_os_images.c.line_id == bindparam("l_line"))
-    .order_by(_IMAGES.c.family, _IMAGES.c.name)
-)
-_L_LINE_IMAGE = (
-    select(_IMAGES)
-    .join(line_os_images, line_os_images.c.os_image_id == _IMAGES.c.id)
-    .where(_IMAGES.c.id == bindparam("l_image"), line_os_images.c.line_id == bindparam("l_line"))
-)
+_KEPT = Sql("SELECT request_hash, order_id FROM idempotency_keys WHERE member_id = $1 AND key = $2")
+_ORDER_BY_ID = Sql("SELECT {order} FROM orders o WHERE o.id = $1", order=_ORDER)
 
 
 @dataclass(frozen=True)
@@ -168,17 +163,24 @@ class _Looked:
         return _Found(card=self.card, batch=self.batch)
 
 
-def _kept_order(connection: Connection, member_id: int, key: str, request_hash: bytes | None) -> Order | None:
-    """The order an idempotency key already made with this input (None if it made none);
+def _kept(
+    codec: Codec, kept_hash: bytes, order_id: int | None, request_hash: bytes | None
+) -> Plan[Order | None]:
+    """The order a kept idempotency key made with this input (None if it made none yet);
     IDEMPOTENCY_CONFLICT if the key was used with another input."""
-    kept = connection.execute(_L_KEPT, {"l_member": member_id, "l_key": key}).first()
-    if kept is None:
-        return None
-    if kept.request_hash != request_hash:
+    if bytes(kept_hash) != request_hash:
         raise IdempotencyConflict()
-    if kept.order_id is None:
+    if order_id is None:
         return None
-    return Order(**connection.execute(_L_ORDER, {"l_order": kept.order_id}).one()._mapping)
+    rows = yield _ORDER_BY_ID, (order_id,)
+    return _ORDER.load(rows[0], codec)
+
+
+def _kept_order(codec: Codec, member_id: int, key: str, request_hash: bytes | None) -> Plan[Order | None]:
+    rows = yield _KEPT, (member_id, key)
+    if not rows:
+        return None
+    return (yield from _kept(codec, rows[0]["request_hash"], rows[0]["order_id"], request_hash))
 
 
 @dataclass(frozen=True)
@@ -192,36 +194,43 @@ class _Lookup:
     image_id: int | None = None
     line_images: bool = False
 
-    def run(self, connection: Connection) -> _Looked:
-        if self.idempotency_key is not None:
-            order = _kept_order(connection, self.member_id, self.idempotency_key, self.request_hash)
+    def run(self, codec: Codec) -> Plan[_Looked]:
+        assert len(self.keys) <= 2, "the look-up counts a member and an address"
+        member_key, address_key = (*self.keys, None, None)[:2]
+        rows = yield (
+            _LOOK_UP,
+            (
+                ratelimit.CARD_CODE,
+                member_key,
+                address_key,
+                self.now,
+                self.member_id,
+                self.idempotency_key,
+                self.code_hash,
+                self.image_id,
+                self.line_images,
+            ),
+        )
+        first = rows[0]
+        if first["kept_hash"] is not None:
+            order = yield from _kept(codec, first["kept_hash"], first["kept_order"], self.request_hash)
             if order is not None:
                 return _Looked(kept_order=order)
-        blocked = connection.execute(
-            _L_BLOCKED, {"l_scope": ratelimit.CARD_CODE, "l_keys": list(self.keys), "l_now": self.now}
-        ).scalars()
-        latest = max((until for until in blocked if until is not None), default=None)
-        if latest is not None:
-            return _Looked(blocked_until=latest)
-        card_row = connection.execute(_L_CARD, {"l_hash": self.code_hash}).first()
-        if card_row is None:
+        blocked = codec.datetime(first["blocked_until"])
+        if blocked is not None:
+            return _Looked(blocked_until=blocked)
+        if first["c_id"] is None:
             return _Looked()
-        batch = CardBatch(**connection.execute(_L_BATCH, {"l_batch": card_row.batch_id}).one()._mapping)
-        stock = None
-        if batch.product_model_id is not None:
-            stock = connection.execute(_L_STOCK, {"l_model": batch.product_model_id}).scalar_one()
-        images: tuple[OsImage, ...] = ()
-        if self.line_images and batch.product_type is not ProductType.VIRTUAL_HOST:
-            rows = connection.execute(_L_LINE_IMAGES, {"l_line": batch.line_id})
-            images = tuple(OsImage(**row._mapping) for row in rows)
-        chosen = None
-        if self.image_id is not None:
-            row = connection.execute(
-                _L_LINE_IMAGE, {"l_image": self.image_id, "l_line": batch.line_id}
-            ).first()
-            chosen = None if row is None else OsImage(**row._mapping)
+        batch: CardBatch = _BATCH.load(first, codec)
+        images = tuple(_IMAGE.load(row, codec) for row in rows if row["i_id"] is not None)
         return _Looked(
-            card=Card(**card_row._mapping), batch=batch, stock=stock, line_images=images, chosen_image=chosen
+            card=_CARD.load(first, codec),
+            batch=batch,
+            stock=first["stock"],
+            line_images=images
+            if self.line_images and batch.product_type is not ProductType.VIRTUAL_HOST
+            else (),
+            chosen_image=images[0] if self.image_id is not None and images else None,
         )
 
 
@@ -303,7 +312,7 @@ def _request_hash(code: str, os_image_id: str | None) -> bytes:
 
 
 async def _replay_afresh(rt: Runtime, viewer: Viewer, key: str, request_hash: bytes) -> Order | None:
-    return await rt.db.run_read(lambda connection: _kept_order(connection, viewer.id, key, request_hash))
+    return await rt.db.run_read(lambda codec: _kept_order(codec, viewer.id, key, request_hash))
 
 
 def _new_order_no(rt: Runtime) -> str:
@@ -341,12 +350,19 @@ async def redeem_card(rt: Runtime, caller: Caller, request: RedeemRequest) -> Re
         try:
             redeemed = await _redeem_once(rt, viewer, found, image, key, request_hash)
             break
-        except IntegrityError:
+        except DuplicateKey:
             # only the order number, drawn at random, can collide here: the transaction rolled
             # back whole, so draw again
             if attempt == ORDER_NO_ATTEMPTS:
                 raise
     rt.jobs_ready.set()
+    order = redeemed.order
+    log.info(
+        "card of batch %s redeemed: order %s",
+        order.batch_id,
+        order.order_no,
+        extra={"event": "redeem", "order_no": order.order_no},
+    )
     return redeemed
 
 
@@ -367,42 +383,76 @@ async def _redeem_once(
     return await rt.db.run_write(write.run)
 
 
-# The write transaction's statements, on tables (Core), built once: building statements per request
-# (coercing every value, computing a new cache key) was a third of a redemption's CPU.
-_CARDS, _BATCHES, _ORDERS = Card.__table__, CardBatch.__table__, Order.__table__
-_CLAIM = (
-    update(_CARDS)
-    .where(
-        _CARDS.c.id == bindparam("c_card"),
-        _CARDS.c.status == CardStatus.UNUSED,
-        exists().where(
-            _BATCHES.c.id == _CARDS.c.batch_id,
-            _BATCHES.c.status == BatchStatus.ACTIVE,
-            _BATCHES.c.valid_until >= bindparam("c_today"),
-        ),
+# The write transaction's statements (through the driver, like the look-up). On PostgreSQL the
+# claim, the order, the log row, the job, the key's order, the stock and the batch's count are one
+# statement (a round trip each was most of a redemption's time there); SQLite, in-process, takes them
+# one by one. A model's stock is taken unconditionally: its CHECK (stock >= 0) refuses the last one.
+_CLAIMED = Shape(Card, "cards", "c")
+_STOCK_CHECK = "ck_product_models_stock_not_negative"
+_RESERVE_KEY = Sql(
+    """INSERT INTO idempotency_keys (member_id, key, request_hash, created_at) VALUES ($1, $2, $3, $4)
+       ON CONFLICT DO NOTHING RETURNING key"""
+)
+_CLAIM = Sql(
+    """UPDATE cards SET status = 'USED', used_at = $1, member_id = $2
+        WHERE id = $3 AND status = 'UNUSED'
+          AND EXISTS (SELECT 1 FROM card_batches b
+                       WHERE b.id = cards.batch_id AND b.status = 'ACTIVE' AND b.valid_until >= $4)
+    RETURNING {card}""",
+    card=_CLAIMED,
+)
+_REDEEM_IN_ONE = Sql(
+    """WITH claimed AS ({claim}),
+    placed AS (
+        INSERT INTO orders (order_no, member_id, card_id, batch_id, product_type, config, os_image_id,
+                            list_price, status, created_at)
+        SELECT $5, $2, c_id, c_batch_id, $6, $7, $8, $9, 'PENDING', $1 FROM claimed
+        RETURNING id
+    ),
+    logged AS (
+        INSERT INTO redemptions (card_id, batch_id, member_id, order_id, product_type, card_name,
+                                 card_last4, redeemed_at)
+        SELECT c_id, c_batch_id, $2, placed.id, $6, $10, c_last4, $1 FROM claimed, placed
+    ),
+    queued AS (
+        INSERT INTO provisioning_jobs (order_id, status, attempts, run_after, created_at, updated_at)
+        SELECT id, 'QUEUED', 0, $1, $1, $1 FROM placed
+    ),
+    keyed AS (
+        UPDATE idempotency_keys SET order_id = placed.id FROM placed
+         WHERE idempotency_keys.member_id = $2 AND idempotency_keys.key = $11
+    ),
+    stocked AS (
+        UPDATE product_models SET stock = stock - 1 WHERE id = $12 AND EXISTS (SELECT 1 FROM claimed)
+    ),
+    counted AS (
+        UPDATE card_batches SET used_count = used_count + 1 WHERE id = $13 AND EXISTS (SELECT 1 FROM claimed)
     )
-    .values(status=CardStatus.USED, used_at=bindparam("c_now"), member_id=bindparam("c_member"))
-    .returning(*_CARDS.c)
+    SELECT claimed.*, placed.id AS order_id FROM claimed, placed""",
+    claim=_CLAIM,
 )
-_TAKE_STOCK = (
-    update(ProductModel.__table__)
-    .where(ProductModel.__table__.c.id == bindparam("s_model"), ProductModel.__table__.c.stock > 0)
-    .values(stock=ProductModel.__table__.c.stock - 1)
-    .returning(ProductModel.__table__.c.id)
+_INSERT_ORDER = Sql(
+    """INSERT INTO orders (order_no, member_id, card_id, batch_id, product_type, config, os_image_id,
+                           list_price, status, created_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', $9) RETURNING id"""
 )
-_COUNT_USED = (
-    update(_BATCHES).where(_BATCHES.c.id == bindparam("u_batch")).values(used_count=_BATCHES.c.used_count + 1)
+_INSERT_REDEMPTION = Sql(
+    """INSERT INTO redemptions (card_id, batch_id, member_id, order_id, product_type, card_name,
+                                card_last4, redeemed_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
 )
-_INSERT_ORDER = insert(_ORDERS).returning(*_ORDERS.c)
-_INSERT_REDEMPTION = insert(Redemption.__table__)
-_INSERT_JOB = insert(ProvisioningJob.__table__)
-_KEYS = IdempotencyKey.__table__
-_KEY_ORDER = (
-    update(_KEYS)
-    .where(_KEYS.c.member_id == bindparam("w_member"), _KEYS.c.key == bindparam("w_key"))
-    .values(order_id=bindparam("w_order"))
+_INSERT_JOB = Sql(
+    """INSERT INTO provisioning_jobs (order_id, status, attempts, run_after, created_at, updated_at)
+       VALUES ($1, 'QUEUED', 0, $2, $2, $2)"""
 )
-_CARD_BY_ID = select(_CARDS).where(_CARDS.c.id == bindparam("card_id"))
+_KEY_ORDER = Sql("UPDATE idempotency_keys SET order_id = $1 WHERE member_id = $2 AND key = $3")
+_TAKE_STOCK = Sql("UPDATE product_models SET stock = stock - 1 WHERE id = $1")
+_COUNT_USED = Sql("UPDATE card_batches SET used_count = used_count + 1 WHERE id = $1")
+_CARD_NOW = Sql(
+    "SELECT {card}, {batch} FROM cards c JOIN card_batches b ON b.id = c.batch_id WHERE c.id = $1",
+    card=_CARD,
+    batch=_BATCH,
+)
 
 
 @dataclass(frozen=True)
@@ -419,103 +469,119 @@ class _Write:
     request_hash: bytes
     order_no: str
 
-    def run(self, connection: Connection) -> Redeemed:
+    def run(self, codec: Codec) -> Plan[Redeemed]:
         """Reserve the key, claim the card (conditional: UNUSED, batch ACTIVE and unexpired), take
         stock, count the use, write the order, the redemption row and the job. Raises to roll back."""
-        if self.key is not None and not self._reserve_key(connection):
-            # the same key committed meanwhile by a concurrent request: answer with its order
-            return self._replay(connection)
-        claimed = connection.execute(
-            _CLAIM,
-            {"c_card": self.card_id, "c_today": self.today, "c_now": self.now, "c_member": self.member_id},
-        ).first()
-        if claimed is None:
-            self._explain_lost_claim(connection)
-        batch = self.batch
-        model_id = batch.product_model_id
-        if model_id is not None and connection.execute(_TAKE_STOCK, {"s_model": model_id}).first() is None:
-            raise OutOfStock()
-        connection.execute(_COUNT_USED, {"u_batch": batch.id})
-        windows = self.image is not None and self.image.family is OsFamily.WINDOWS
-        order = connection.execute(
-            _INSERT_ORDER,
-            {
-                "order_no": self.order_no,
-                "member_id": self.member_id,
-                "card_id": self.card_id,
-                "batch_id": batch.id,
-                "product_type": batch.product_type,
-                "config": batch.config,
-                "os_image_id": self.image.id if self.image else None,
-                "list_price": batch.windows_price
-                if windows and batch.windows_price is not None
-                else batch.reference_price,
-                "status": OrderStatus.PENDING,
-                "created_at": self.now,
-                "failure_reason": None,
-                "activated_at": None,
-            },
-        ).one()
-        connection.execute(
-            _INSERT_REDEMPTION,
-            {
-                "card_id": self.card_id,
-                "batch_id": batch.id,
-                "member_id": self.member_id,
-                "order_id": order.id,
-                "product_type": batch.product_type,
-                "card_name": batch.name,
-                "card_last4": claimed.last4,
-                "redeemed_at": self.now,
-                "cancelled_at": None,
-            },
-        )
-        connection.execute(
-            _INSERT_JOB,
-            {
-                "order_id": order.id,
-                "status": JobStatus.QUEUED,
-                "attempts": 0,
-                "run_after": self.now,
-                "lease_until": None,
-                "worker_id": None,
-                "last_error": None,
-                "created_at": self.now,
-                "updated_at": self.now,
-            },
-        )
         if self.key is not None:
-            connection.execute(
-                _KEY_ORDER, {"w_member": self.member_id, "w_key": self.key, "w_order": order.id}
-            )
-        return Redeemed(Order(**order._mapping), Card(**claimed._mapping), self.image)
-
-    def _reserve_key(self, connection: Connection) -> bool:
-        """False when the key is taken (on PostgreSQL this waits for a concurrent holder to finish)."""
-        insert_ = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-        reserved = connection.execute(
-            insert_(_KEYS)
-            .values(
-                member_id=self.member_id, key=self.key, request_hash=self.request_hash, created_at=self.now
-            )
-            .on_conflict_do_nothing()
-            .returning(_KEYS.c.key)
+            reserved = yield _RESERVE_KEY, (self.member_id, self.key, self.request_hash, self.now)
+            if not reserved:
+                # the same key committed meanwhile by a concurrent request: answer with its order
+                # (on PostgreSQL the insert waited for that request to finish)
+                order = yield from _kept_order(codec, self.member_id, self.key, self.request_hash)
+                if order is None:
+                    raise CardUnavailable(ErrorCode.CARD_USED)
+                return Redeemed(order)
+        batch = self.batch
+        windows = self.image is not None and self.image.family is OsFamily.WINDOWS
+        order = Order(
+            order_no=self.order_no,
+            member_id=self.member_id,
+            card_id=self.card_id,
+            batch_id=batch.id,
+            product_type=batch.product_type,
+            config=batch.config,
+            os_image_id=self.image.id if self.image else None,
+            list_price=batch.windows_price
+            if windows and batch.windows_price is not None
+            else batch.reference_price,
+            status=OrderStatus.PENDING,
+            failure_reason=None,
+            created_at=self.now,
+            activated_at=None,
         )
-        return reserved.first() is not None
+        try:
+            if codec.dialect == "postgresql":
+                claimed = yield from self._in_one_statement(order)
+            else:
+                claimed = yield from self._step_by_step(order)
+        except CheckFailed as failed:
+            if failed.constraint == _STOCK_CHECK:
+                raise OutOfStock() from None
+            raise
+        if claimed is None:
+            yield from self._explain_lost_claim(codec)
+        return Redeemed(order, _CLAIMED.load(claimed, codec), self.image)
 
-    def _replay(self, connection: Connection) -> Redeemed:
-        assert self.key is not None
-        order = _kept_order(connection, self.member_id, self.key, self.request_hash)
-        if order is None:
-            raise CardUnavailable(ErrorCode.CARD_USED)
-        return Redeemed(order)
+    def _in_one_statement(self, order: Order) -> Plan[Row | None]:
+        rows = yield (
+            _REDEEM_IN_ONE,
+            (
+                self.now,
+                self.member_id,
+                self.card_id,
+                self.today,
+                order.order_no,
+                order.product_type,
+                order.config,
+                order.os_image_id,
+                order.list_price,
+                self.batch.name,
+                self.key,
+                self.batch.product_model_id,
+                self.batch.id,
+            ),
+        )
+        if not rows:
+            return None
+        order.id = rows[0]["order_id"]
+        return rows[0]
 
-    def _explain_lost_claim(self, connection: Connection) -> None:
+    def _step_by_step(self, order: Order) -> Plan[Row | None]:
+        claimed = yield _CLAIM, (self.now, self.member_id, self.card_id, self.today)
+        if not claimed:
+            return None
+        inserted = yield (
+            _INSERT_ORDER,
+            (
+                order.order_no,
+                order.member_id,
+                order.card_id,
+                order.batch_id,
+                order.product_type,
+                order.config,
+                order.os_image_id,
+                order.list_price,
+                order.created_at,
+            ),
+        )
+        order.id = inserted[0]["id"]
+        batch = self.batch
+        yield (
+            _INSERT_REDEMPTION,
+            (
+                self.card_id,
+                batch.id,
+                self.member_id,
+                order.id,
+                batch.product_type,
+                batch.name,
+                claimed[0]["c_last4"],
+                self.now,
+            ),
+        )
+        yield _INSERT_JOB, (order.id, self.now)
+        if self.key is not None:
+            yield _KEY_ORDER, (order.id, self.member_id, self.key)
+        if batch.product_model_id is not None:
+            yield _TAKE_STOCK, (batch.product_model_id,)
+        yield _COUNT_USED, (batch.id,)
+        return claimed[0]
+
+    def _explain_lost_claim(self, codec: Codec) -> Plan[None]:
         """The claim found nothing to change: a concurrent redemption or an admin's change won.
         Raise what the card is now (CARD_USED when nothing more precise applies)."""
-        card = Card(**connection.execute(_CARD_BY_ID, {"card_id": self.card_id}).one()._mapping)
-        batch = CardBatch(**connection.execute(_L_BATCH, {"l_batch": self.batch.id}).one()._mapping)
-        _ensure_redeemable(self.today, card, batch)
+        rows = yield _CARD_NOW, (self.card_id,)
+        _ensure_redeemable(self.today, _CARD.load(rows[0], codec), _BATCH.load(rows[0], codec))
         raise CardUnavailable(ErrorCode.CARD_USED)
 
 

@@ -150,7 +150,12 @@ async def test_a_full_run_logs_no_code_password_or_token(gql, client, rt, log_li
     assert any(
         entry["request_id"] == DOWNLOAD_REQUEST_ID and entry.get("event") == "download" for entry in entries
     )
-    assert any(entry["request_id"] == REDEEM_REQUEST_ID for entry in entries)
+    assert any(
+        entry["request_id"] == REDEEM_REQUEST_ID
+        and entry.get("event") == "redeem"
+        and entry.get("order_no") == order["orderNo"]
+        for entry in entries
+    )
     assert any(entry.get("event") == "notify.sms" for entry in entries)
     # and no line holds a code in any form, a password, a token or the server's login password
     secrets = {

@@ -3,6 +3,10 @@
 SQLite: WAL, synchronous=FULL, foreign keys on; reads from a small pool, and every
 write queued in-process onto one connection (BEGIN IMMEDIATE) so writers wait their
 turn instead of failing with "database is locked". PostgreSQL: one ordinary pool.
+
+The hot path (a redemption) runs `Plan`s (tihuo/sql.py) through the drivers themselves:
+on SQLite a whole transaction per hand-off to a reader or the writer thread, each with its
+own sqlite3 connection; on PostgreSQL on an asyncpg pool of its own.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -17,23 +22,36 @@ from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Table, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from tihuo.settings import Settings
+from tihuo.sql import POSTGRES, SQLITE, Codec, Plan
 
 T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READER_THREADS = 2
+# connections of the PostgreSQL hot-path pool, beside SQLAlchemy's (10, up to 20)
+HOT_POOL_SIZE = 10
+# a unique or primary-key constraint (sqlite3.IntegrityError.sqlite_errorcode)
+_SQLITE_DUPLICATE = {sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY}
 
 
 class DuplicateKey(Exception):
-    """A bulk insert hit a unique constraint; the transaction (or savepoint) must be rolled back."""
+    """A unique constraint was hit; the transaction (or savepoint) must be rolled back."""
 
 
-def _sqlite_pragmas(engine: AsyncEngine | Engine, synchronous: str, begin: str) -> None:
-    target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+class CheckFailed(Exception):
+    """A CHECK constraint was violated; the transaction must be rolled back."""
+
+    def __init__(self, constraint: str) -> None:
+        super().__init__(constraint)
+        self.constraint = constraint
+
+
+def _sqlite_pragmas(engine: AsyncEngine, synchronous: str, begin: str) -> None:
+    target = engine.sync_engine
 
     @event.listens_for(target, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -67,35 +85,21 @@ class Database:
                 url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=3600
             )
             _sqlite_pragmas(self.write_engine, sqlite_synchronous, "BEGIN IMMEDIATE")
-            # the hot write transactions (a redemption) run whole on one thread with a plain sqlite3
-            # connection: one hand-off per transaction instead of one per statement (measured: a
-            # redemption held the write connection 6 ms through aiosqlite)
-            self.sync_write_engine: Engine | None = create_engine(
-                url.replace("sqlite+aiosqlite://", "sqlite+pysqlite://", 1),
-                echo=echo,
-                pool_size=1,
-                max_overflow=0,
-                connect_args={"check_same_thread": False},
-            )
-            _sqlite_pragmas(self.sync_write_engine, sqlite_synchronous, "BEGIN IMMEDIATE")
+            self._sqlite_path = path or ":memory:"
+            self._sqlite_synchronous = sqlite_synchronous
+            self._sqlite_connections: list[sqlite3.Connection] = []
+            self._thread_connection = threading.local()
+            # plans run whole on one thread with a plain sqlite3 connection: one hand-off per
+            # transaction (measured: through aiosqlite, a redemption held the write connection 6 ms)
             self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
-            # and the hot reads (a redemption's look-up) likewise, a whole transaction per hand-off
-            self.sync_read_engine: Engine | None = create_engine(
-                url.replace("sqlite+aiosqlite://", "sqlite+pysqlite://", 1),
-                echo=echo,
-                pool_size=READER_THREADS,
-                max_overflow=0,
-                connect_args={"check_same_thread": False},
-            )
-            _sqlite_pragmas(self.sync_read_engine, sqlite_synchronous, "BEGIN")
             self._reader_threads = ThreadPoolExecutor(
                 max_workers=READER_THREADS, thread_name_prefix="sqlite-reader"
             )
         else:
             self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10)
             self.write_engine = self.engine
-            self.sync_write_engine = None
-            self.sync_read_engine = None
+            self._hot_pool: asyncpg.Pool | None = None
+            self._hot_pool_made = asyncio.Lock()
         self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
@@ -120,41 +124,81 @@ class Database:
         async with self._write_lock, self._write_sessions.begin() as session:
             yield session
 
-    async def run_write(self, work: Callable[[Connection], T]) -> T:
-        """Run `work(connection)`, synchronous Core statements, as one write transaction (committed
-        when it returns, rolled back when it raises). SQLite: queued like every write, then run
-        whole on the writer thread; PostgreSQL: on a pooled connection through `run_sync`."""
-        if self.sync_write_engine is None:
-            async with self.engine.begin() as connection:
-                return await connection.run_sync(work)
+    async def run_write(self, plan: Callable[[Codec], Plan[T]]) -> T:
+        """Run `plan(codec)` as one write transaction: committed when the plan returns, rolled back
+        when it raises (a violated unique or CHECK constraint is thrown into it as DuplicateKey or
+        CheckFailed). SQLite: queued like every write, then run whole on the writer thread;
+        PostgreSQL: on the hot-path pool."""
+        if not self.is_sqlite:
+            async with (await self._postgres_pool()).acquire() as connection, connection.transaction():
+                return await _drive_asyncpg(connection, plan(POSTGRES))
         assert self._write_lock is not None
         async with self._write_lock:
             loop = asyncio.get_running_loop()
             # with the caller's context, so log lines written there carry its request id
             context = contextvars.copy_context()
-            return await loop.run_in_executor(
-                self._writer_thread, context.run, self._run_in_transaction, work
-            )
+            return await loop.run_in_executor(self._writer_thread, context.run, self._sqlite_write, plan)
 
-    async def run_read(self, work: Callable[[Connection], T]) -> T:
-        """Run `work(connection)`, synchronous Core reads, in one read transaction (one snapshot).
-        SQLite: on a reader thread, one hand-off for the whole of it; PostgreSQL: `run_sync`."""
-        if self.sync_read_engine is None:
-            async with self.engine.connect() as connection, connection.begin():
-                return await connection.run_sync(work)
+    async def run_read(self, plan: Callable[[Codec], Plan[T]]) -> T:
+        """Run `plan(codec)`, reads only. SQLite: one read transaction (one snapshot) on a reader
+        thread; PostgreSQL: each statement on its own (READ COMMITTED), on the hot-path pool."""
+        if not self.is_sqlite:
+            async with (await self._postgres_pool()).acquire() as connection:
+                return await _drive_asyncpg(connection, plan(POSTGRES))
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
-        return await loop.run_in_executor(self._reader_threads, context.run, self._read_in_transaction, work)
+        return await loop.run_in_executor(self._reader_threads, context.run, self._sqlite_read, plan)
 
-    def _run_in_transaction(self, work: Callable[[Connection], T]) -> T:
-        assert self.sync_write_engine is not None
-        with self.sync_write_engine.begin() as connection:
-            return work(connection)
+    def _sqlite_connection(self) -> sqlite3.Connection:
+        """This thread's own connection (each reader thread and the writer thread keep one)."""
+        connection: sqlite3.Connection | None = getattr(self._thread_connection, "connection", None)
+        if connection is None:
+            # autocommit mode: transactions are begun and ended explicitly below
+            connection = sqlite3.connect(self._sqlite_path, isolation_level=None, check_same_thread=False)
+            connection.row_factory = sqlite3.Row
+            for pragma in (
+                "journal_mode=WAL",
+                f"synchronous={self._sqlite_synchronous}",
+                "foreign_keys=ON",
+                f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+            ):
+                connection.execute(f"PRAGMA {pragma}")
+            self._thread_connection.connection = connection
+            self._sqlite_connections.append(connection)
+        return connection
 
-    def _read_in_transaction(self, work: Callable[[Connection], T]) -> T:
-        assert self.sync_read_engine is not None
-        with self.sync_read_engine.connect() as connection, connection.begin():
-            return work(connection)
+    def _sqlite_write(self, plan: Callable[[Codec], Plan[T]]) -> T:
+        connection = self._sqlite_connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = _drive_sqlite(connection, plan(SQLITE))
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        return result
+
+    def _sqlite_read(self, plan: Callable[[Codec], Plan[T]]) -> T:
+        connection = self._sqlite_connection()
+        connection.execute("BEGIN")
+        try:
+            return _drive_sqlite(connection, plan(SQLITE))
+        finally:
+            connection.execute("ROLLBACK")
+
+    async def _postgres_pool(self) -> asyncpg.Pool:
+        if self._hot_pool is None:
+            async with self._hot_pool_made:
+                if self._hot_pool is None:
+                    _, options = self.engine.dialect.create_connect_args(make_url(self.url))
+                    # SQLAlchemy's own options for its asyncpg adapter, not asyncpg's
+                    options.pop("prepared_statement_cache_size", None)
+                    options.pop("prepared_statement_name_func", None)
+                    self._hot_pool = await asyncpg.create_pool(
+                        min_size=1, max_size=HOT_POOL_SIZE, reset=_keep_session, **options
+                    )
+        return self._hot_pool
 
     async def bulk_insert(
         self, session: AsyncSession, table: Table, columns: Sequence[str], rows: list[tuple[object, ...]]
@@ -177,16 +221,71 @@ class Database:
         await self.engine.dispose()
         if self.write_engine is not self.engine:
             await self.write_engine.dispose()
-        if self.sync_write_engine is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                self._writer_thread, self.sync_write_engine.dispose
-            )
-            self._writer_thread.shutdown(wait=False)
-        if self.sync_read_engine is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                self._reader_threads, self.sync_read_engine.dispose
-            )
-            self._reader_threads.shutdown(wait=False)
+        if self.is_sqlite:
+            loop = asyncio.get_running_loop()
+            for threads in (self._writer_thread, self._reader_threads):
+                await loop.run_in_executor(None, threads.shutdown)
+            for connection in self._sqlite_connections:
+                connection.close()
+            self._sqlite_connections.clear()
+        elif self._hot_pool is not None:
+            await self._hot_pool.close()
+            self._hot_pool = None
+
+
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """Pool release: asyncpg rolls back an open transaction itself; the plans change no session
+    state, so the default reset (a round trip of RESET ALL, UNLISTEN, ...) is not needed."""
+
+
+def _sqlite_violation(exc: sqlite3.IntegrityError) -> Exception:
+    if exc.sqlite_errorcode in _SQLITE_DUPLICATE:
+        return DuplicateKey(str(exc))
+    if exc.sqlite_errorcode == sqlite3.SQLITE_CONSTRAINT_CHECK:
+        # "CHECK constraint failed: <name>"
+        return CheckFailed(str(exc).rpartition(":")[2].strip())
+    return exc
+
+
+def _drive_sqlite(connection: sqlite3.Connection, plan: Plan[T]) -> T:
+    """Run a plan's statements on `connection`; a violated constraint is thrown into the plan."""
+    codec = SQLITE
+    try:
+        step = next(plan)
+        while True:
+            statement, args = step
+            try:
+                rows = connection.execute(statement.sqlite, [codec.encode(arg) for arg in args]).fetchall()
+            except sqlite3.IntegrityError as exc:
+                step = plan.throw(_sqlite_violation(exc))
+                continue
+            step = plan.send(rows)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    finally:
+        plan.close()
+
+
+async def _drive_asyncpg(connection: asyncpg.Connection, plan: Plan[T]) -> T:
+    """Run a plan's statements on `connection`; a violated constraint is thrown into the plan."""
+    codec = POSTGRES
+    try:
+        step = next(plan)
+        while True:
+            statement, args = step
+            try:
+                rows = await connection.fetch(statement.postgres, *[codec.encode(arg) for arg in args])
+            except asyncpg.UniqueViolationError as exc:
+                step = plan.throw(DuplicateKey(str(exc)))
+                continue
+            except asyncpg.CheckViolationError as exc:
+                step = plan.throw(CheckFailed(exc.constraint_name or ""))
+                continue
+            step = plan.send(rows)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    finally:
+        plan.close()
 
 
 def database_from_settings(settings: Settings) -> Database:

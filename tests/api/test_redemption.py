@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 from models import (
     Card,
     CardBatch,
+    CardStatus,
     IdempotencyKey,
     JobStatus,
     Order,
@@ -21,7 +22,8 @@ from models import (
     Redemption,
     Role,
 )
-from services import codes
+from services import codes, redemption
+from services.errors import OutOfStock
 from tests.conftest import make_user
 from tests.factories import (
     bare_metal_config,
@@ -328,6 +330,83 @@ async def test_bare_metal_takes_stock_and_refuses_without_it(gql, client, rt, ad
     assert preview["data"]["redemptionPreview"] == {"__typename": "OutOfStockError", "code": "OUT_OF_STOCK"}
     assert refused["data"]["redeemCard"] == {"__typename": "OutOfStockError", "code": "OUT_OF_STOCK"}
     assert await redemption_state(rt) == before
+
+
+async def test_the_last_unit_of_stock_goes_to_one_of_two_concurrent_redemptions(
+    gql, client, rt, admin, catalog
+):
+    ids = await catalog_ids(gql, admin)
+    made = await create_batch(
+        gql, admin, quantity=2, config=bare_metal_config(ids["sh-bgp"], ids["bm-e5-2650"])
+    )
+    first, second = await download_codes(gql, client, admin, made["id"])
+    racers = [await make_user(rt, f"racer{i}", Role.MEMBER) for i in range(2)]
+    centos = (await image_ids(gql, racers[0]))[("sh-bgp", "CentOS 7.9 x64")]
+    async with rt.db.write() as session:
+        await session.execute(update(ProductModel).values(stock=1))
+
+    results = await asyncio.gather(
+        *(
+            gql(REDEEM, {"input": {"code": code, "osImageId": centos}}, user=racer)
+            for code, racer in zip((first, second), racers, strict=True)
+        )
+    )
+
+    kinds = sorted(result["data"]["redeemCard"]["__typename"] for result in results)
+    assert kinds == ["OutOfStockError", "RedeemCardSuccess"]
+    state = await redemption_state(rt)
+    assert state["counts"]["orders"] == state["counts"]["redemptions"] == 1
+    assert [stock for _, stock in state["stock"]] == [0]
+    assert sorted(status for _, status, _, _ in state["cards"]) == [CardStatus.UNUSED, CardStatus.USED]
+    assert (await batch_row(rt, made["id"])).used_count == 1
+
+
+async def test_a_write_that_finds_the_stock_gone_is_refused_and_rolled_back(gql, client, rt, admin, catalog):
+    # the look-up saw stock, then another redemption took the last unit before this write: the
+    # model's CHECK (stock >= 0) refuses the write (the path the race above may take)
+    ids = await catalog_ids(gql, admin)
+    made, _ = await one_card(gql, client, admin, config=bare_metal_config(ids["sh-bgp"], ids["bm-e5-2650"]))
+    member = await make_user(rt, "late", Role.MEMBER)
+    async with rt.db.write() as session:
+        await session.execute(update(ProductModel).values(stock=0))
+        batch = await session.get(CardBatch, int(made["id"]))
+        card_id = await session.scalar(select(Card.id))
+    assert batch is not None
+    before = await redemption_state(rt)
+    write = redemption._Write(
+        now=rt.now(),
+        today=rt.today(),
+        member_id=member.id,
+        card_id=card_id,
+        batch=batch,
+        image=None,
+        key="late-key",
+        request_hash=b"x" * 32,
+        order_no="T202611260000000001",
+    )
+
+    with pytest.raises(OutOfStock):
+        await rt.db.run_write(write.run)
+
+    assert await redemption_state(rt) == before
+
+
+async def test_an_order_number_drawn_twice_is_drawn_again(
+    gql, client, rt, admin, member, catalog, monkeypatch
+):
+    _, first = await one_card(gql, client, admin)
+    _, second = await one_card(gql, client, admin)
+    centos = (await image_ids(gql, member))[("sh-bgp", "CentOS 7.9 x64")]
+    drawn = iter(["T202611260000000001", "T202611260000000001", "T202611260000000002"])
+    monkeypatch.setattr(redemption, "_new_order_no", lambda rt: next(drawn))
+
+    one = await gql(REDEEM, {"input": {"code": first, "osImageId": centos}}, user=member)
+    other = await gql(REDEEM, {"input": {"code": second, "osImageId": centos}}, user=member)
+
+    assert one["data"]["redeemCard"]["order"]["orderNo"] == "T202611260000000001"
+    assert other["data"]["redeemCard"]["order"]["orderNo"] == "T202611260000000002"
+    state = await redemption_state(rt)
+    assert state["counts"] == {"orders": 2, "redemptions": 2, "provisioning_jobs": 2, "idempotency_keys": 0}
 
 
 async def test_of_many_concurrent_redemptions_of_one_card_exactly_one_wins(gql, client, rt, admin, catalog):

@@ -1,0 +1,181 @@
+"""Statements sent through the database driver itself, for the hot path (a redemption).
+
+SQLAlchemy defines the schema, the migrations and almost every query. A redemption's few statements
+instead go straight to sqlite3 or asyncpg: measured, SQLAlchemy's execution machinery was half of a
+redemption's CPU on PostgreSQL. What SQLAlchemy would otherwise do for them is here, small and
+explicit, and tested against SQLAlchemy's own storage (tests/test_sql.py):
+
+- `Sql`: a statement written once with PostgreSQL's numbered parameters ($1, $2, ...), also kept in
+  SQLite's spelling (?1, ?2, ...);
+- `Plan`: a transaction's logic as a generator that yields `(Sql, args)` and is sent back the rows,
+  so the same logic runs on a SQLite thread or on asyncpg without knowing which (`Database.run_read`,
+  `Database.run_write`);
+- `Codec`: values to and from each driver's storage form (UTC timestamps, dates, money, JSON, enums);
+- `Shape`: a table's columns selected under a prefix, and the model built back from a row.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Callable, Generator, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import JSON, Date, Enum, Table
+
+from models.base import Base, Money, UTCDateTime
+
+T = TypeVar("T")
+M = TypeVar("M", bound=Base)
+
+Row = Any  # sqlite3.Row or asyncpg.Record: both indexable by column name
+Rows = Sequence[Row]
+# A plan yields (statement, arguments) and is sent the rows back. A violated unique or CHECK
+# constraint is thrown into it at that yield (tihuo.db.DuplicateKey, CheckFailed): it may turn it into
+# its own exception, never carry on (PostgreSQL has aborted the transaction by then).
+Plan = Generator[tuple["Sql", tuple[Any, ...]], Rows, T]
+
+_NUMBERED = re.compile(r"\$(\d+)")
+_CENT = Decimal("0.01")
+
+
+class Sql:
+    """One statement; parameters are $1, $2, ... in `postgres` and ?1, ?2, ... in `sqlite`.
+    `{name}` in the text stands for the part given as `name`, never for input: the columns of a
+    Shape, or another statement (its parameters keep their numbers)."""
+
+    __slots__ = ("postgres", "sqlite")
+
+    def __init__(self, text: str, **parts: Shape | Sql) -> None:
+        if parts:
+            text = text.format_map(
+                {
+                    name: part.select if isinstance(part, Shape) else part.postgres
+                    for name, part in parts.items()
+                }
+            )
+        self.postgres = " ".join(text.split())
+        self.sqlite = _NUMBERED.sub(r"?\1", self.postgres)
+
+    def __repr__(self) -> str:
+        return f"Sql({self.postgres!r})"
+
+
+class Codec:
+    """Python values to a driver's storage form and back, the way the models' column types store them
+    (models/base.py): SQLite keeps UTC timestamps as naive text, dates as ISO text, money as text."""
+
+    dialect: str
+
+    def encode(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def datetime(self, value: Any) -> datetime | None:
+        raise NotImplementedError
+
+    def date(self, value: Any) -> date | None:
+        raise NotImplementedError
+
+    def money(self, value: Any) -> Decimal | None:
+        return None if value is None else Decimal(value).quantize(_CENT)
+
+    @staticmethod
+    def json(value: Any) -> Any:
+        return value if value is None or not isinstance(value, str | bytes) else json.loads(value)
+
+    def decoder(self, column_type: Any) -> Callable[[Any], Any] | None:
+        """The function turning this column's stored value into the model's value (None: as stored)."""
+        if isinstance(column_type, UTCDateTime):
+            return self.datetime
+        if isinstance(column_type, Money):
+            return self.money
+        if isinstance(column_type, JSON):
+            return self.json
+        if isinstance(column_type, Enum) and column_type.enum_class is not None:
+            members: type[enum.Enum] = column_type.enum_class
+            return lambda value: None if value is None else members(value)
+        if isinstance(column_type, Date):
+            return self.date
+        return None
+
+
+class SqliteCodec(Codec):
+    dialect = "sqlite"
+
+    def encode(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is datetime:
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
+            # SQLAlchemy's SQLite DATETIME storage format, so text comparisons agree
+            return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"
+        if kind is date:
+            return value.isoformat()
+        if kind is Decimal:
+            return str(value.quantize(_CENT))
+        if isinstance(value, enum.Enum):
+            return value.value
+        if kind is dict or kind is list:
+            return json.dumps(value)
+        return value
+
+    def datetime(self, value: Any) -> datetime | None:
+        return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+    def date(self, value: Any) -> date | None:
+        return None if value is None else date.fromisoformat(value)
+
+
+class PostgresCodec(Codec):
+    dialect = "postgresql"
+
+    def encode(self, value: Any) -> Any:
+        if type(value) is datetime and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        if isinstance(value, enum.Enum):
+            return value.value
+        if type(value) is dict or type(value) is list:
+            # the models' JSON columns are `json` on PostgreSQL, which asyncpg takes as text
+            return json.dumps(value)
+        return value
+
+    def datetime(self, value: Any) -> datetime | None:
+        return None if value is None else value.astimezone(UTC)
+
+    def date(self, value: Any) -> date | None:
+        return value  # type: ignore[no-any-return]
+
+
+SQLITE = SqliteCodec()
+POSTGRES = PostgresCodec()
+
+
+class Shape(Generic[M]):
+    """A table's columns as `alias.column AS prefix_column`, and the model made back from a row."""
+
+    def __init__(self, model: type[M], alias: str, prefix: str) -> None:
+        table: Table = model.__table__  # type: ignore[assignment]
+        self.model = model
+        self.names = [column.name for column in table.columns]
+        self.keys = [f"{prefix}_{name}" for name in self.names]
+        self.select = ", ".join(
+            f"{alias}.{name} AS {key}" for name, key in zip(self.names, self.keys, strict=True)
+        )
+        self._decoders = {
+            codec.dialect: [codec.decoder(column.type) for column in table.columns]
+            for codec in (SQLITE, POSTGRES)
+        }
+
+    def values(self, row: Row, codec: Codec) -> dict[str, Any]:
+        return {
+            name: value if decode is None else decode(value)
+            for name, key, decode in zip(self.names, self.keys, self._decoders[codec.dialect], strict=True)
+            for value in (row[key],)
+        }
+
+    def load(self, row: Row, codec: Codec) -> M:
+        """The model instance (transient: no session) with the row's values."""
+        return self.model(**self.values(row, codec))
