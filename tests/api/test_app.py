@@ -81,3 +81,22 @@ async def test_malformed_documents_get_a_top_level_code(gql, member):
     assert broken["data"] is None
     assert [e["extensions"]["code"] for e in broken["errors"]] == ["GRAPHQL_PARSE_FAILED"]
     assert [e["extensions"]["code"] for e in unknown["errors"]] == ["GRAPHQL_VALIDATION_FAILED"]
+
+
+async def test_the_served_app_keeps_what_start_up_made_out_of_the_collectors_way(rt):
+    import gc
+
+    from tihuo.app import create_app
+
+    app = create_app(runtime=rt)
+    assert gc.get_freeze_count() == 0
+
+    async with app.router.lifespan_context(app):
+        frozen = gc.get_freeze_count()
+        # the objects the collector still walks: few next to what start-up made
+        walked = len(gc.get_objects())
+        schema_frozen = not any(obj is app.state.schema for obj in gc.get_objects())
+
+    assert schema_frozen
+    assert walked * 20 < frozen, (walked, frozen)
+    assert gc.get_freeze_count() == 0
