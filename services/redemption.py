@@ -96,10 +96,16 @@ class Redeemed:
 ORDER_NO_ATTEMPTS = 3
 
 
+# A card and its batch as a redemption reads them: named tuples with the models' attribute names
+# (tihuo.sql.Shape.record), which never leave this module.
+CardRecord = Any
+BatchRecord = Any
+
+
 @dataclass(frozen=True)
 class _Found:
-    card: Card
-    batch: CardBatch
+    card: CardRecord
+    batch: BatchRecord
 
 
 @asynccontextmanager
@@ -151,8 +157,8 @@ _ORDER_BY_ID = Sql("SELECT {order} FROM orders o WHERE o.id = $1", order=_ORDER)
 class _Looked:
     kept_order: Order | None = None
     blocked_until: datetime | None = None
-    card: Card | None = None
-    batch: CardBatch | None = None
+    card: CardRecord | None = None
+    batch: BatchRecord | None = None
     stock: int | None = None
     line_images: tuple[OsImage, ...] = ()
     chosen_image: OsImage | None = None
@@ -221,10 +227,10 @@ class _Lookup:
             return _Looked(blocked_until=blocked)
         if first["c_id"] is None:
             return _Looked()
-        batch: CardBatch = _BATCH.load(first, codec)
+        batch = _BATCH.record(first, codec)
         images = tuple(_IMAGE.load(row, codec) for row in rows if row["i_id"] is not None)
         return _Looked(
-            card=_CARD.load(first, codec),
+            card=_CARD.record(first, codec),
             batch=batch,
             stock=first["stock"],
             line_images=images
@@ -253,7 +259,7 @@ async def _look_up(rt: Runtime, caller: Caller, viewer: Viewer, code: str, **wan
     return looked
 
 
-def _ensure_redeemable(today: date, card: Card, batch: CardBatch) -> None:
+def _ensure_redeemable(today: date, card: CardRecord, batch: BatchRecord) -> None:
     """BATCH_DISABLED, CARD_DISABLED, CARD_USED, CARD_EXPIRED: in the order RULES §4 gives."""
     if batch.status is BatchStatus.DISABLED:
         raise CardUnavailable(ErrorCode.BATCH_DISABLED)
@@ -293,7 +299,7 @@ async def preview_card(rt: Runtime, caller: Caller, typed_code: str) -> Preview:
     )
 
 
-def _chosen_image(batch: CardBatch, os_image_id: str | None, found: OsImage | None) -> OsImage | None:
+def _chosen_image(batch: BatchRecord, os_image_id: str | None, found: OsImage | None) -> OsImage | None:
     """OS_REQUIRED / OS_NOT_ALLOWED (R2, R6): an image of the card's line, or none for a virtual host.
     `found` is the image with that id on the card's line, if there is one."""
     if batch.product_type is ProductType.VIRTUAL_HOST:
@@ -384,15 +390,13 @@ async def _redeem_once(
 
 
 # The write transaction's statements (through the driver, like the look-up). On PostgreSQL the
-# claim, the order, the log row, the job, the key's order, the stock and the batch's count are one
-# statement (a round trip each was most of a redemption's time there); SQLite, in-process, takes them
-# one by one. A model's stock is taken unconditionally: its CHECK (stock >= 0) refuses the last one.
+# claim, the order, the log row, the job, the key, the stock and the batch's count are one statement,
+# a transaction by itself (a round trip each, and BEGIN and COMMIT, had been most of a redemption's
+# time there); SQLite, in-process, takes them one by one. A model's stock is taken unconditionally:
+# its CHECK (stock >= 0) refuses the last unit's race. A key is stored with its order, so a key that
+# is taken meanwhile (by a concurrent request) fails the write and is then read.
 _CLAIMED = Shape(Card, "cards", "c")
 _STOCK_CHECK = "ck_product_models_stock_not_negative"
-_RESERVE_KEY = Sql(
-    """INSERT INTO idempotency_keys (member_id, key, request_hash, created_at) VALUES ($1, $2, $3, $4)
-       ON CONFLICT DO NOTHING RETURNING key"""
-)
 _CLAIM = Sql(
     """UPDATE cards SET status = 'USED', used_at = $1, member_id = $2
         WHERE id = $3 AND status = 'UNUSED'
@@ -406,21 +410,22 @@ _REDEEM_IN_ONE = Sql(
     placed AS (
         INSERT INTO orders (order_no, member_id, card_id, batch_id, product_type, config, os_image_id,
                             list_price, status, created_at)
-        SELECT $5, $2, c_id, c_batch_id, $6, $7, $8, $9, 'PENDING', $1 FROM claimed
+        SELECT $5, $2, claimed.c_id, b.id, b.product_type, b.config, $6, $7, 'PENDING', $1
+          FROM claimed JOIN card_batches b ON b.id = claimed.c_batch_id
         RETURNING id
     ),
     logged AS (
         INSERT INTO redemptions (card_id, batch_id, member_id, order_id, product_type, card_name,
                                  card_last4, redeemed_at)
-        SELECT c_id, c_batch_id, $2, placed.id, $6, $10, c_last4, $1 FROM claimed, placed
+        SELECT c_id, c_batch_id, $2, placed.id, $8, $9, c_last4, $1 FROM claimed, placed
     ),
     queued AS (
         INSERT INTO provisioning_jobs (order_id, status, attempts, run_after, created_at, updated_at)
         SELECT id, 'QUEUED', 0, $1, $1, $1 FROM placed
     ),
-    keyed AS (
-        UPDATE idempotency_keys SET order_id = placed.id FROM placed
-         WHERE idempotency_keys.member_id = $2 AND idempotency_keys.key = $11
+    kept AS (
+        INSERT INTO idempotency_keys (member_id, key, request_hash, order_id, created_at)
+        SELECT $2, $10, $11, placed.id, $1 FROM placed WHERE CAST($10 AS VARCHAR) IS NOT NULL
     ),
     stocked AS (
         UPDATE product_models SET stock = stock - 1 WHERE id = $12 AND EXISTS (SELECT 1 FROM claimed)
@@ -430,11 +435,14 @@ _REDEEM_IN_ONE = Sql(
     )
     SELECT claimed.*, placed.id AS order_id FROM claimed, placed""",
     claim=_CLAIM,
+    standalone=True,
 )
 _INSERT_ORDER = Sql(
     """INSERT INTO orders (order_no, member_id, card_id, batch_id, product_type, config, os_image_id,
                            list_price, status, created_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', $9) RETURNING id"""
+       SELECT $1, $2, $3, b.id, b.product_type, b.config, $4, $5, 'PENDING', $6
+         FROM card_batches b WHERE b.id = $7
+       RETURNING id"""
 )
 _INSERT_REDEMPTION = Sql(
     """INSERT INTO redemptions (card_id, batch_id, member_id, order_id, product_type, card_name,
@@ -445,7 +453,10 @@ _INSERT_JOB = Sql(
     """INSERT INTO provisioning_jobs (order_id, status, attempts, run_after, created_at, updated_at)
        VALUES ($1, 'QUEUED', 0, $2, $2, $2)"""
 )
-_KEY_ORDER = Sql("UPDATE idempotency_keys SET order_id = $1 WHERE member_id = $2 AND key = $3")
+_KEEP_KEY = Sql(
+    """INSERT INTO idempotency_keys (member_id, key, request_hash, order_id, created_at)
+       VALUES ($1, $2, $3, $4, $5)"""
+)
 _TAKE_STOCK = Sql("UPDATE product_models SET stock = stock - 1 WHERE id = $1")
 _COUNT_USED = Sql("UPDATE card_batches SET used_count = used_count + 1 WHERE id = $1")
 _CARD_NOW = Sql(
@@ -463,24 +474,15 @@ class _Write:
     today: date
     member_id: int
     card_id: int
-    batch: CardBatch
+    batch: BatchRecord
     image: OsImage | None
     key: str | None
     request_hash: bytes
     order_no: str
 
     def run(self, codec: Codec) -> Plan[Redeemed]:
-        """Reserve the key, claim the card (conditional: UNUSED, batch ACTIVE and unexpired), take
-        stock, count the use, write the order, the redemption row and the job. Raises to roll back."""
-        if self.key is not None:
-            reserved = yield _RESERVE_KEY, (self.member_id, self.key, self.request_hash, self.now)
-            if not reserved:
-                # the same key committed meanwhile by a concurrent request: answer with its order
-                # (on PostgreSQL the insert waited for that request to finish)
-                order = yield from _kept_order(codec, self.member_id, self.key, self.request_hash)
-                if order is None:
-                    raise CardUnavailable(ErrorCode.CARD_USED)
-                return Redeemed(order)
+        """Claim the card (conditional: UNUSED, batch ACTIVE and unexpired), write the order, the
+        redemption row, the job and the key, take stock and count the use. Raises to roll back."""
         batch = self.batch
         windows = self.image is not None and self.image.family is OsFamily.WINDOWS
         order = Order(
@@ -501,16 +503,38 @@ class _Write:
         )
         try:
             if codec.dialect == "postgresql":
-                claimed = yield from self._in_one_statement(order)
+                try:
+                    claimed = yield from self._in_one_statement(order)
+                except DuplicateKey:
+                    # the one statement wrote nothing. The key was taken by a concurrent request
+                    # since the look-up: its answer (else an order number drawn twice: raised
+                    # again, and the caller draws another)
+                    kept = yield from self._kept(codec)
+                    if kept is None:
+                        raise
+                    return Redeemed(kept)
             else:
+                # SQLite's writes take turns: a key read here stays as read until the commit
+                kept = yield from self._kept(codec)
+                if kept is not None:
+                    return Redeemed(kept)
                 claimed = yield from self._step_by_step(order)
         except CheckFailed as failed:
             if failed.constraint == _STOCK_CHECK:
                 raise OutOfStock() from None
             raise
         if claimed is None:
+            # a concurrent request with this key may have used the card: its answer; else, why not
+            kept = yield from self._kept(codec)
+            if kept is not None:
+                return Redeemed(kept)
             yield from self._explain_lost_claim(codec)
         return Redeemed(order, _CLAIMED.load(claimed, codec), self.image)
+
+    def _kept(self, codec: Codec) -> Plan[Order | None]:
+        if self.key is None:
+            return None
+        return (yield from _kept_order(codec, self.member_id, self.key, self.request_hash))
 
     def _in_one_statement(self, order: Order) -> Plan[Row | None]:
         rows = yield (
@@ -521,12 +545,12 @@ class _Write:
                 self.card_id,
                 self.today,
                 order.order_no,
-                order.product_type,
-                order.config,
                 order.os_image_id,
                 order.list_price,
+                order.product_type,
                 self.batch.name,
                 self.key,
+                self.request_hash,
                 self.batch.product_model_id,
                 self.batch.id,
             ),
@@ -546,12 +570,10 @@ class _Write:
                 order.order_no,
                 order.member_id,
                 order.card_id,
-                order.batch_id,
-                order.product_type,
-                order.config,
                 order.os_image_id,
                 order.list_price,
                 order.created_at,
+                order.batch_id,
             ),
         )
         order.id = inserted[0]["id"]
@@ -571,7 +593,7 @@ class _Write:
         )
         yield _INSERT_JOB, (order.id, self.now)
         if self.key is not None:
-            yield _KEY_ORDER, (order.id, self.member_id, self.key)
+            yield _KEEP_KEY, (self.member_id, self.key, self.request_hash, order.id, self.now)
         if batch.product_model_id is not None:
             yield _TAKE_STOCK, (batch.product_model_id,)
         yield _COUNT_USED, (batch.id,)
@@ -581,7 +603,7 @@ class _Write:
         """The claim found nothing to change: a concurrent redemption or an admin's change won.
         Raise what the card is now (CARD_USED when nothing more precise applies)."""
         rows = yield _CARD_NOW, (self.card_id,)
-        _ensure_redeemable(self.today, _CARD.load(rows[0], codec), _BATCH.load(rows[0], codec))
+        _ensure_redeemable(self.today, _CARD.record(rows[0], codec), _BATCH.record(rows[0], codec))
         raise CardUnavailable(ErrorCode.CARD_USED)
 
 

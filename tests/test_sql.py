@@ -159,6 +159,32 @@ async def test_a_plan_is_told_of_a_violated_constraint_and_nothing_it_wrote_stay
         assert (await session.scalars(select(CardBatch.batch_no))).all() == []
 
 
+async def test_a_standalone_statement_is_its_own_transaction_on_postgresql(rt, catalog, admin):
+    standalone = Sql(INSERT_BATCH.postgres, standalone=True)
+    line = await some_line(rt)
+    rest = ("x", ProductType.CLOUD_SERVER, line, {}, Decimal(1), None, date(2099, 1, 1))
+    tail = (BatchStatus.ACTIVE, admin.id, datetime.now(UTC))
+
+    def writes_after_it(_codec):
+        yield standalone, ("B-ALONE-1", *rest, *tail)
+        yield INSERT_BATCH, ("B-ALONE-2", *rest, *tail)
+
+    if rt.db.is_sqlite:
+        # SQLite runs every write plan in one transaction: the mark changes nothing
+        await rt.db.run_write(writes_after_it)
+        expected = ["B-ALONE-1", "B-ALONE-2"]
+    else:
+        # PostgreSQL commits it at once, so a plan may not write after it
+        with pytest.raises(RuntimeError, match="would write after a standalone statement"):
+            await rt.db.run_write(writes_after_it)
+        expected = ["B-ALONE-1"]
+
+    async with rt.db.read() as session:
+        assert (
+            await session.scalars(select(CardBatch.batch_no).order_by(CardBatch.batch_no))
+        ).all() == expected
+
+
 def test_a_statement_is_written_once_in_both_spellings():
     statement = Sql(
         """SELECT {batch}

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from tihuo.settings import Settings
-from tihuo.sql import POSTGRES, SQLITE, Codec, Plan
+from tihuo.sql import POSTGRES, SQLITE, Codec, Plan, Sql
 
 T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -128,10 +128,11 @@ class Database:
         """Run `plan(codec)` as one write transaction: committed when the plan returns, rolled back
         when it raises (a violated unique or CHECK constraint is thrown into it as DuplicateKey or
         CheckFailed). SQLite: queued like every write, then run whole on the writer thread;
-        PostgreSQL: on the hot-path pool."""
+        PostgreSQL: on the hot-path pool, without BEGIN and COMMIT when the plan starts with a
+        standalone statement (tihuo.sql.Sql)."""
         if not self.is_sqlite:
-            async with (await self._postgres_pool()).acquire() as connection, connection.transaction():
-                return await _drive_asyncpg(connection, plan(POSTGRES))
+            async with (await self._postgres_pool()).acquire() as connection:
+                return await _run_asyncpg(connection, plan(POSTGRES), write=True)
         assert self._write_lock is not None
         async with self._write_lock:
             loop = asyncio.get_running_loop()
@@ -144,7 +145,7 @@ class Database:
         thread; PostgreSQL: each statement on its own (READ COMMITTED), on the hot-path pool."""
         if not self.is_sqlite:
             async with (await self._postgres_pool()).acquire() as connection:
-                return await _drive_asyncpg(connection, plan(POSTGRES))
+                return await _run_asyncpg(connection, plan(POSTGRES), write=False)
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         return await loop.run_in_executor(self._reader_threads, context.run, self._sqlite_read, plan)
@@ -266,22 +267,43 @@ def _drive_sqlite(connection: sqlite3.Connection, plan: Plan[T]) -> T:
         plan.close()
 
 
-async def _drive_asyncpg(connection: asyncpg.Connection, plan: Plan[T]) -> T:
+async def _run_asyncpg(connection: asyncpg.Connection, plan: Plan[T], *, write: bool) -> T:
+    """A write plan in a transaction, unless it starts with a standalone statement; a read plan
+    statement by statement."""
+    try:
+        first = next(plan)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    if write and not first[0].standalone:
+        async with connection.transaction():
+            return await _drive_asyncpg(connection, plan, first, only_reads_after=False)
+    return await _drive_asyncpg(connection, plan, first, only_reads_after=write)
+
+
+async def _drive_asyncpg(
+    connection: asyncpg.Connection,
+    plan: Plan[T],
+    step: tuple[Sql, tuple[object, ...]],
+    *,
+    only_reads_after: bool,
+) -> T:
     """Run a plan's statements on `connection`; a violated constraint is thrown into the plan."""
     codec = POSTGRES
     try:
-        step = next(plan)
         while True:
             statement, args = step
             try:
                 rows = await connection.fetch(statement.postgres, *[codec.encode(arg) for arg in args])
             except asyncpg.UniqueViolationError as exc:
                 step = plan.throw(DuplicateKey(str(exc)))
-                continue
             except asyncpg.CheckViolationError as exc:
                 step = plan.throw(CheckFailed(exc.constraint_name or ""))
-                continue
-            step = plan.send(rows)
+            else:
+                step = plan.send(rows)
+            if only_reads_after and not step[0].reads_only:
+                raise RuntimeError(
+                    f"{step[0]!r} would write after a standalone statement, outside its transaction"
+                )
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     finally:

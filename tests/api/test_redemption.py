@@ -23,7 +23,7 @@ from models import (
     Role,
 )
 from services import codes, redemption
-from services.errors import OutOfStock
+from services.errors import IdempotencyConflict, OutOfStock
 from tests.conftest import make_user
 from tests.factories import (
     bare_metal_config,
@@ -458,6 +458,42 @@ async def test_concurrent_requests_with_one_key_make_one_order(gql, client, rt, 
     orders = {result["data"]["redeemCard"]["order"]["id"] for result in results}
     assert len(orders) == 1
     assert (await redemption_state(rt))["counts"]["orders"] == 1
+
+
+async def test_a_write_whose_key_was_taken_meanwhile_replays_that_order_or_conflicts(
+    gql, client, rt, admin, member, catalog
+):
+    # two requests with one key passed the look-up before either wrote (what a race looks like)
+    made = await create_batch(gql, admin, quantity=2)
+    async with rt.db.read() as session:
+        batch = await session.get(CardBatch, int(made["id"]))
+        first_card, second_card = (await session.scalars(select(Card.id).order_by(Card.id))).all()
+    assert batch is not None
+
+    def write(card_id: int, request_hash: bytes, order_no: str):
+        return redemption._Write(
+            now=rt.now(),
+            today=rt.today(),
+            member_id=member.id,
+            card_id=card_id,
+            batch=batch,
+            image=None,
+            key="shared",
+            request_hash=request_hash,
+            order_no=order_no,
+        )
+
+    first = await rt.db.run_write(write(first_card, b"a" * 32, "T202611260000000001").run)
+    before = await redemption_state(rt)
+
+    # the same input again (so the same card, now used): the first order
+    again = await rt.db.run_write(write(first_card, b"a" * 32, "T202611260000000002").run)
+    # other input (another card): a conflict, and the other card stays unused
+    with pytest.raises(IdempotencyConflict):
+        await rt.db.run_write(write(second_card, b"b" * 32, "T202611260000000003").run)
+
+    assert (again.order.id, again.card) == (first.order.id, None)
+    assert await redemption_state(rt) == before
 
 
 async def test_only_members_redeem(gql, client, admin, catalog):
