@@ -1,8 +1,11 @@
 """The floor for bench/redeem.py: a bare Strawberry mutation doing one conditional UPDATE and one
-INSERT on the same database, set up the same way (tihuo.db.Database: WAL, synchronous=FULL,
-writes queued onto one connection on SQLite). Served by uvicorn:
+INSERT in one transaction on the same database, set up the same way (tihuo.db.Database: WAL,
+synchronous=FULL, writes queued onto one connection on SQLite). Served by uvicorn:
 
     TIHUO_DATABASE_URL=… uvicorn --factory bench.floor_app:create_app
+
+By default through SQLAlchemy (`Database.write()`, the path most of the app takes); with
+FLOOR_DRIVER=1 through the drivers themselves (`Database.run_write`, the path a redemption takes).
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from strawberry.asgi import GraphQL
 from strawberry.extensions import ParserCache, ValidationCache
 
 from tihuo.db import Database
+from tihuo.sql import Sql
 
+CLAIM = Sql("UPDATE floor_cards SET used = 1 WHERE code = $1 AND used = 0 RETURNING code")
+INSERT = Sql("INSERT INTO floor_orders (code) VALUES ($1)")
 TABLES = (
     "CREATE TABLE IF NOT EXISTS floor_cards (code TEXT PRIMARY KEY, used INTEGER NOT NULL DEFAULT 0)",
     "CREATE TABLE IF NOT EXISTS floor_orders (id {serial} PRIMARY KEY, code TEXT NOT NULL)",
@@ -31,10 +37,21 @@ def create_app() -> Starlette:
     class Query:
         ok: bool = True
 
+    driver = os.environ.get("FLOOR_DRIVER") == "1"
+
+    def claim_and_insert(code: str):  # a plan (tihuo.sql)
+        claimed = yield CLAIM, (code,)
+        if not claimed:
+            return False
+        yield INSERT, (code,)
+        return True
+
     @strawberry.type
     class Mutation:
         @strawberry.mutation
         async def redeem(self, code: str) -> bool:
+            if driver:
+                return await db.run_write(lambda _codec: claim_and_insert(code))
             async with db.write() as session:
                 claimed = await session.execute(
                     text("UPDATE floor_cards SET used = 1 WHERE code = :code AND used = 0"), {"code": code}

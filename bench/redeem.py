@@ -8,7 +8,8 @@ deployed: `uvicorn --factory tihuo.app:create_app`, no worker in it):
   2. redeemCard of fresh unique cards by CLIENTS members at once: throughput, p50, p99, errors,
      then a check that cards used = orders = redemption rows = successes;
   3. the floor: a bare Strawberry mutation doing one conditional UPDATE + one INSERT on the same
-     database (bench/floor_app.py), same clients; and the ratio redeem / floor.
+     database (bench/floor_app.py), same clients, once through SQLAlchemy and once through the
+     drivers (as a redemption goes); and the ratio redeem / floor for each.
 PostgreSQL: TIHUO_BENCH_POSTGRES_URL (default …/tihuo_bench, created when missing, reset).
 """
 
@@ -248,29 +249,35 @@ async def run(backend: str, seconds: float, clients: int) -> None:
             orders = await session.scalar(select(func.count()).select_from(Order))
             redemptions = await session.scalar(select(func.count()).select_from(Redemption))
 
-        floor_codes = [f"floor-{i}" for i in range(60_000)]
-        await prepare_floor(rt.db, floor_codes)
+        floors = {}
+        for path, flag in (("SQLAlchemy", "0"), ("driver", "1")):
+            floor_codes = [f"floor-{i}" for i in range(60_000)]
+            await prepare_floor(rt.db, floor_codes)
+            port = free_port()
+            server = start_server("bench.floor_app:create_app", {**env, "FLOOR_DRIVER": flag}, port)
+            try:
+                floors[path] = await drive(
+                    f"http://127.0.0.1:{port}/graphql",
+                    FLOOR,
+                    [{"c": c} for c in floor_codes],
+                    tokens,
+                    seconds,
+                    '"redeem":true',
+                )
+            finally:
+                server.terminate()
+                server.wait(10)
         await rt.db.dispose()
-        port = free_port()
-        server = start_server("bench.floor_app:create_app", env, port)
-        try:
-            floor = await drive(
-                f"http://127.0.0.1:{port}/graphql",
-                FLOOR,
-                [{"c": c} for c in floor_codes],
-                tokens,
-                seconds,
-                '"redeem":true',
-            )
-        finally:
-            server.terminate()
-            server.wait(10)
 
     print(f"\n[{backend}] one uvicorn process, {clients} clients")
     print(preview.report("redemptionPreview"))
     print(redeem.report("redeemCard"))
-    print(floor.report("floor (UPDATE + INSERT mutation)"))
-    print(f"  ratio redeem / floor: {redeem.throughput / floor.throughput:.2f}")
+    for path, floor in floors.items():
+        print(floor.report(f"floor (UPDATE + INSERT mutation, through {path})"))
+    print(
+        "  ratio redeem / floor: "
+        + ", ".join(f"{redeem.throughput / floor.throughput:.2f} ({path})" for path, floor in floors.items())
+    )
     consistent = used == orders == redemptions == redeem.successes
     print(
         f"  afterwards: cards used {used}, orders {orders}, redemption rows {redemptions}, "
