@@ -71,6 +71,22 @@ async def one_card(gql, client, admin, **batch: Any) -> tuple[dict[str, Any], st
     return made, code
 
 
+def late_write(rt, member, batch: CardBatch, card_id: int, *, key: str, request_hash: bytes, order_no: str):
+    """The write of a redemption whose look-up passed a while ago: what a race looks like to the
+    request that loses it, made to happen in a given order."""
+    return redemption._Write(
+        now=rt.now(),
+        today=rt.today(),
+        member_id=member.id,
+        card_id=card_id,
+        batch=batch,
+        image=None,
+        key=key,
+        request_hash=request_hash,
+        order_no=order_no,
+    )
+
+
 async def redemption_state(rt) -> dict[str, Any]:
     """Everything a refused redemption must leave as it was."""
     async with rt.db.read() as session:
@@ -373,17 +389,7 @@ async def test_a_write_that_finds_the_stock_gone_is_refused_and_rolled_back(gql,
         card_id = await session.scalar(select(Card.id))
     assert batch is not None
     before = await redemption_state(rt)
-    write = redemption._Write(
-        now=rt.now(),
-        today=rt.today(),
-        member_id=member.id,
-        card_id=card_id,
-        batch=batch,
-        image=None,
-        key="late-key",
-        request_hash=b"x" * 32,
-        order_no="T202611260000000001",
-    )
+    write = late_write(rt, member, batch, card_id, key="late-key", request_hash=b"x" * 32, order_no="T1")
 
     with pytest.raises(OutOfStock):
         await rt.db.run_write(write.run)
@@ -471,26 +477,18 @@ async def test_a_write_whose_key_was_taken_meanwhile_replays_that_order_or_confl
     assert batch is not None
 
     def write(card_id: int, request_hash: bytes, order_no: str):
-        return redemption._Write(
-            now=rt.now(),
-            today=rt.today(),
-            member_id=member.id,
-            card_id=card_id,
-            batch=batch,
-            image=None,
-            key="shared",
-            request_hash=request_hash,
-            order_no=order_no,
+        return late_write(
+            rt, member, batch, card_id, key="shared", request_hash=request_hash, order_no=order_no
         )
 
-    first = await rt.db.run_write(write(first_card, b"a" * 32, "T202611260000000001").run)
+    first = await rt.db.run_write(write(first_card, b"a" * 32, "T1").run)
     before = await redemption_state(rt)
 
     # the same input again (so the same card, now used): the first order
-    again = await rt.db.run_write(write(first_card, b"a" * 32, "T202611260000000002").run)
+    again = await rt.db.run_write(write(first_card, b"a" * 32, "T2").run)
     # other input (another card): a conflict, and the other card stays unused
     with pytest.raises(IdempotencyConflict):
-        await rt.db.run_write(write(second_card, b"b" * 32, "T202611260000000003").run)
+        await rt.db.run_write(write(second_card, b"b" * 32, "T3").run)
 
     assert (again.order.id, again.card) == (first.order.id, None)
     assert await redemption_state(rt) == before
