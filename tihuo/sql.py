@@ -8,8 +8,8 @@ explicit, and tested against SQLAlchemy's own storage (tests/test_sql.py):
 - `Sql`: a statement written once with PostgreSQL's numbered parameters ($1, $2, ...), also kept in
   SQLite's spelling (?1, ?2, ...);
 - `Plan`: a transaction's logic as a generator that yields `(Sql, args)` and is sent back the rows,
-  so the same logic runs on a SQLite thread or on asyncpg without knowing which (`Database.run_read`,
-  `Database.run_write`);
+  so one piece of logic runs on a SQLite thread or on asyncpg (`Database.run_read`,
+  `Database.run_write`), asking `codec.dialect` only where the SQL differs;
 - `Codec`: values to and from each driver's storage form (UTC timestamps, dates, money, JSON, enums);
 - `Shape`: a table's columns selected under a prefix, and the model built back from a row.
 """
@@ -35,8 +35,9 @@ M = TypeVar("M", bound=Base)
 Row = Any  # sqlite3.Row or asyncpg.Record: both indexable by column name
 Rows = Sequence[Row]
 # A plan yields (statement, arguments) and is sent the rows back. A violated unique or CHECK
-# constraint is thrown into it at that yield (tihuo.db.DuplicateKey, CheckFailed): it may turn it into
-# its own exception, never carry on (PostgreSQL has aborted the transaction by then).
+# constraint is thrown into it at that yield (tihuo.db.DuplicateKey, CheckFailed). In a transaction it
+# may only turn that into its own exception (PostgreSQL has aborted the transaction by then); after
+# a standalone statement, which then wrote nothing, it may go on reading.
 Plan = Generator[tuple["Sql", tuple[Any, ...]], Rows, T]
 
 _NUMBERED = re.compile(r"\$(\d+)")
@@ -87,7 +88,7 @@ class Codec:
         raise NotImplementedError
 
     def money(self, value: Any) -> Decimal | None:
-        return None if value is None else Decimal(value).quantize(_CENT)
+        return None if value is None else Decimal(str(value)).quantize(_CENT)
 
     @staticmethod
     def json(value: Any) -> Any:
