@@ -393,8 +393,9 @@ async def _redeem_once(
 # claim, the order, the log row, the job, the key, the stock and the batch's count are one statement,
 # a transaction by itself (a round trip each, and BEGIN and COMMIT, had been most of a redemption's
 # time there); SQLite, in-process, takes them one by one. A model's stock is taken unconditionally:
-# its CHECK (stock >= 0) refuses the last unit's race. A key is stored with its order, so a key that
-# is taken meanwhile (by a concurrent request) fails the write and is then read.
+# its CHECK (stock >= 0) refuses the last unit's race. An idempotency key is written first on SQLite
+# (a conditional insert: taken meanwhile, nothing else is written) and with its order on PostgreSQL
+# (taken meanwhile, the one statement fails and writes nothing); either way the key is then read.
 _CLAIMED = Shape(Card, "cards", "c")
 _STOCK_CHECK = "ck_product_models_stock_not_negative"
 _CLAIM = Sql(
@@ -453,10 +454,11 @@ _INSERT_JOB = Sql(
     """INSERT INTO provisioning_jobs (order_id, status, attempts, run_after, created_at, updated_at)
        VALUES ($1, 'QUEUED', 0, $2, $2, $2)"""
 )
-_KEEP_KEY = Sql(
-    """INSERT INTO idempotency_keys (member_id, key, request_hash, order_id, created_at)
-       VALUES ($1, $2, $3, $4, $5)"""
+_RESERVE_KEY = Sql(
+    """INSERT INTO idempotency_keys (member_id, key, request_hash, created_at) VALUES ($1, $2, $3, $4)
+       ON CONFLICT DO NOTHING RETURNING key"""
 )
+_KEY_ORDER = Sql("UPDATE idempotency_keys SET order_id = $1 WHERE member_id = $2 AND key = $3")
 _TAKE_STOCK = Sql("UPDATE product_models SET stock = stock - 1 WHERE id = $1")
 _COUNT_USED = Sql("UPDATE card_batches SET used_count = used_count + 1 WHERE id = $1")
 _CARD_NOW = Sql(
@@ -514,9 +516,11 @@ class _Write:
                         raise
                     return Redeemed(kept)
             else:
-                # SQLite's writes take turns: a key read here stays as read until the commit
-                kept = yield from self._kept(codec)
-                if kept is not None:
+                if self.key is not None and not (yield from self._reserve_key()):
+                    # the key was taken since the look-up (nothing is written yet): its answer
+                    kept = yield from self._kept(codec)
+                    if kept is None:
+                        raise CardUnavailable(ErrorCode.CARD_USED)
                     return Redeemed(kept)
                 claimed = yield from self._step_by_step(order)
         except CheckFailed as failed:
@@ -530,6 +534,10 @@ class _Write:
                 return Redeemed(kept)
             yield from self._explain_lost_claim(codec)
         return Redeemed(order, _CLAIMED.load(claimed, codec), self.image)
+
+    def _reserve_key(self) -> Plan[bool]:
+        reserved = yield _RESERVE_KEY, (self.member_id, self.key, self.request_hash, self.now)
+        return bool(reserved)
 
     def _kept(self, codec: Codec) -> Plan[Order | None]:
         if self.key is None:
@@ -593,7 +601,7 @@ class _Write:
         )
         yield _INSERT_JOB, (order.id, self.now)
         if self.key is not None:
-            yield _KEEP_KEY, (self.member_id, self.key, self.request_hash, order.id, self.now)
+            yield _KEY_ORDER, (order.id, self.member_id, self.key)
         if batch.product_model_id is not None:
             yield _TAKE_STOCK, (batch.product_model_id,)
         yield _COUNT_USED, (batch.id,)
