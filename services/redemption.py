@@ -124,7 +124,8 @@ def _normalised(typed: str) -> str:
 
 
 # The look-up of an attempt is one statement (tihuo/sql.py: through the driver itself): the member's
-# limit, a kept idempotency key, the card, its batch, stock, and the line's images (all of them for a
+# limit (services.ratelimit's rule: blocked while any subject's blocked_until is ahead), a kept
+# idempotency key, the card, its batch, stock, and the line's images (all of them for a
 # preview, the chosen one for a redemption). The checks then run in RULES §4's order on what it found.
 _CARD = Shape(Card, "c", "c")
 _BATCH = Shape(CardBatch, "b", "b")

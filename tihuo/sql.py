@@ -21,11 +21,12 @@ import json
 import re
 from collections import namedtuple
 from collections.abc import Callable, Generator, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import JSON, Date, Enum, Table
+from sqlalchemy import JSON, Date, Dialect, Enum, Table
+from sqlalchemy.dialects import postgresql, sqlite
 
 from models.base import Base, Money, UTCDateTime
 
@@ -41,7 +42,8 @@ Rows = Sequence[Row]
 Plan = Generator[tuple["Sql", tuple[Any, ...]], Rows, T]
 
 _NUMBERED = re.compile(r"\$(\d+)")
-_CENT = Decimal("0.01")
+_UTC_TIME = UTCDateTime()
+_MONEY = Money()
 
 
 class Sql:
@@ -73,26 +75,55 @@ class Sql:
 
 
 class Codec:
-    """Python values to a driver's storage form and back, the way the models' column types store them
-    (models/base.py): SQLite keeps UTC timestamps as naive text, dates as ISO text, money as text."""
+    """Python values to a driver's storage form and back. The rules (UTC only, money to the cent) are
+    the models' column types' own (models/base.py); a codec adds only what SQLAlchemy's driver layer
+    would: SQLite keeps timestamps and dates as text, asyncpg takes JSON as text."""
 
     dialect: str
+    _sqlalchemy: Dialect
 
     def encode(self, value: Any) -> Any:
-        raise NotImplementedError
+        kind = type(value)
+        if kind is datetime:
+            return self._stored_time(_UTC_TIME.process_bind_param(value, self._sqlalchemy))
+        if kind is date:
+            return self._stored_date(value)
+        if kind is Decimal:
+            return _MONEY.process_bind_param(value, self._sqlalchemy)
+        if isinstance(value, enum.Enum):
+            return value.value
+        if kind is dict or kind is list:
+            return json.dumps(value)
+        return value
 
     def datetime(self, value: Any) -> datetime | None:
-        raise NotImplementedError
-
-    def date(self, value: Any) -> date | None:
-        raise NotImplementedError
+        return (
+            None
+            if value is None
+            else _UTC_TIME.process_result_value(self._read_time(value), self._sqlalchemy)
+        )
 
     def money(self, value: Any) -> Decimal | None:
-        return None if value is None else Decimal(str(value)).quantize(_CENT)
+        return _MONEY.process_result_value(value, self._sqlalchemy)
+
+    def date(self, value: Any) -> date | None:
+        return value  # type: ignore[no-any-return]
 
     @staticmethod
     def json(value: Any) -> Any:
         return value if value is None or not isinstance(value, str | bytes) else json.loads(value)
+
+    @staticmethod
+    def _stored_time(value: datetime | None) -> Any:
+        return value
+
+    @staticmethod
+    def _stored_date(value: date) -> Any:
+        return value
+
+    @staticmethod
+    def _read_time(value: Any) -> datetime:
+        return value  # type: ignore[no-any-return]
 
     def decoder(self, column_type: Any) -> Callable[[Any], Any] | None:
         """The function turning this column's stored value into the model's value (None: as stored)."""
@@ -112,26 +143,20 @@ class Codec:
 
 class SqliteCodec(Codec):
     dialect = "sqlite"
+    _sqlalchemy = sqlite.dialect()
 
-    def encode(self, value: Any) -> Any:
-        kind = type(value)
-        if kind is datetime:
-            if value.tzinfo is None:
-                raise ValueError("naive datetime given to a UTC column")
-            # SQLAlchemy's SQLite DATETIME storage format, so text comparisons agree
-            return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"
-        if kind is date:
-            return value.isoformat()
-        if kind is Decimal:
-            return str(value.quantize(_CENT))
-        if isinstance(value, enum.Enum):
-            return value.value
-        if kind is dict or kind is list:
-            return json.dumps(value)
-        return value
+    @staticmethod
+    def _stored_time(value: datetime | None) -> Any:
+        # SQLAlchemy's SQLite DATETIME storage format, so text comparisons agree
+        return None if value is None else f"{value:%Y-%m-%d %H:%M:%S.%f}"
 
-    def datetime(self, value: Any) -> datetime | None:
-        return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+    @staticmethod
+    def _stored_date(value: date) -> Any:
+        return value.isoformat()
+
+    @staticmethod
+    def _read_time(value: Any) -> datetime:
+        return datetime.fromisoformat(value)
 
     def date(self, value: Any) -> date | None:
         return None if value is None else date.fromisoformat(value)
@@ -139,22 +164,7 @@ class SqliteCodec(Codec):
 
 class PostgresCodec(Codec):
     dialect = "postgresql"
-
-    def encode(self, value: Any) -> Any:
-        if type(value) is datetime and value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        if isinstance(value, enum.Enum):
-            return value.value
-        if type(value) is dict or type(value) is list:
-            # the models' JSON columns are `json` on PostgreSQL, which asyncpg takes as text
-            return json.dumps(value)
-        return value
-
-    def datetime(self, value: Any) -> datetime | None:
-        return None if value is None else value.astimezone(UTC)
-
-    def date(self, value: Any) -> date | None:
-        return value  # type: ignore[no-any-return]
+    _sqlalchemy = postgresql.asyncpg.dialect()
 
 
 SQLITE = SqliteCodec()
