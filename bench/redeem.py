@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from bench.cards import PG_URL, SECRET, fresh_postgres  # noqa: E402
 from bench.floor_app import prepare as prepare_floor  # noqa: E402
 from bench.loadgen import Connection  # noqa: E402
-from models import Card, CardStatus, Order, ProductType, Redemption, Role  # noqa: E402
+from models import Card, CardBatch, CardStatus, Order, ProductType, Redemption, Role  # noqa: E402
 from services import cards as card_service  # noqa: E402
 from services import downloads  # noqa: E402
 from services.accounts import create_user  # noqa: E402
@@ -185,7 +186,14 @@ async def setup(
     caller = Caller(viewer=admin)
     line = await db_scalar(rt, "SELECT id FROM lines WHERE code = 'sh-bgp'")
     image = await db_scalar(rt, "SELECT id FROM os_images WHERE code = 'centos-7.9'")
-    config = ConfigInput(
+    batch = await cloud_server_batch(rt, caller, line, cards, name="bench")
+    codes = await batch_codes(rt, caller, batch.id, "bench password 1")
+    return rt, codes, tokens, str(image)
+
+
+def smallest_cloud_server(line: object) -> ConfigInput:
+    """The cheapest cloud server on a line of tests/fixtures/catalog.toml (sh-bgp)."""
+    return ConfigInput(
         product_type=ProductType.CLOUD_SERVER,
         line_id=str(line),
         months=1,
@@ -195,20 +203,30 @@ async def setup(
         bandwidth_mbps=10,
         defense_gbps=0,
     )
-    from datetime import date
 
-    batch = await card_service.create_batch(
+
+async def cloud_server_batch(
+    rt: Runtime, caller: Caller, line: object, quantity: int, *, name: str
+) -> CardBatch:
+    return await card_service.create_batch(
         rt,
         caller,
         card_service.NewBatch(
-            name="bench", batch_no=None, config=config, quantity=cards, valid_until=date(2099, 12, 31)
+            name=name,
+            batch_no=None,
+            config=smallest_cloud_server(line),
+            quantity=quantity,
+            valid_until=date(2099, 12, 31),
         ),
     )
-    link = await downloads.create_download(rt, caller, str(batch.id), "bench password 1")
+
+
+async def batch_codes(rt: Runtime, caller: Caller, batch_id: int, password: str) -> list[str]:
+    """The batch's codes, through a download link as an admin would fetch them."""
+    link = await downloads.create_download(rt, caller, str(batch_id), password)
     claimed = await downloads.claim_download(rt, link.token, None)
     assert claimed is not None
-    text = b"".join([chunk async for chunk in downloads.stream_codes(rt, claimed)]).decode()
-    return rt, text.split(), tokens, str(image)
+    return b"".join([chunk async for chunk in downloads.stream_codes(rt, claimed)]).decode().split()
 
 
 async def db_scalar(rt: Runtime, sql: str) -> object:

@@ -40,7 +40,6 @@ import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +54,12 @@ os.environ.setdefault("TIHUO_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres
 
 from bench.cards import CATALOG, PG_URL, SECRET, fresh_postgres  # noqa: E402
 from bench.loadgen import Connection  # noqa: E402
-from bench.redeem import db_scalar, free_port  # noqa: E402
-from models import Card, CardStatus, Order, OrderStatus, ProductType, Redemption, Role  # noqa: E402
-from services import cards as card_service  # noqa: E402
-from services import codes, downloads  # noqa: E402
+from bench.redeem import batch_codes, cloud_server_batch, db_scalar, free_port  # noqa: E402
+from models import Card, CardStatus, Order, OrderStatus, Redemption, Role  # noqa: E402
+from services import codes  # noqa: E402
 from services.accounts import create_user  # noqa: E402
 from services.catalog import load_catalog_text  # noqa: E402
 from services.keys import Keys  # noqa: E402
-from services.pricing import ConfigInput  # noqa: E402
 from services.runtime import Caller, Runtime  # noqa: E402
 from services.security import TokenClaims, issue_token  # noqa: E402
 from tihuo.db import Database  # noqa: E402
@@ -379,38 +376,15 @@ async def seed(backend: str, workdir: Path, pool_size: int, member_count: int) -
             members.append((issue_token(rt.keys.token, TokenClaims(member.id, 1, expires)), address))
         line = await db_scalar(rt, "SELECT id FROM lines WHERE code = 'sh-bgp'")
         image = await db_scalar(rt, "SELECT id FROM os_images WHERE code = 'ubuntu-22.04'")
-        config = ConfigInput(
-            product_type=ProductType.CLOUD_SERVER,
-            line_id=str(line),
-            months=1,
-            cpu_cores=1,
-            memory_gb=1,
-            disk_gb=10,
-            bandwidth_mbps=10,
-            defense_gbps=0,
-        )
         caller = Caller(viewer=admin)
         batches = []
         pool: list[str] = []
         for quantity in (pool_size, *[SMALL_BATCH] * SEED_BATCHES):
-            batch = await card_service.create_batch(
-                rt,
-                caller,
-                card_service.NewBatch(
-                    name="soak",
-                    batch_no=None,
-                    config=config,
-                    quantity=quantity,
-                    valid_until=date(2099, 12, 31),
-                ),
-            )
+            batch = await cloud_server_batch(rt, caller, line, quantity, name="soak")
             if quantity != pool_size:
                 batches.append((str(batch.id), quantity))
                 continue
-            link = await downloads.create_download(rt, caller, str(batch.id), ADMIN_PASSWORD)
-            claimed = await downloads.claim_download(rt, link.token, None)
-            assert claimed is not None
-            pool = b"".join([chunk async for chunk in downloads.stream_codes(rt, claimed)]).decode().split()
+            pool = await batch_codes(rt, caller, batch.id, ADMIN_PASSWORD)
         random.shuffle(pool)
         token = issue_token(rt.keys.token, TokenClaims(admin.id, 1, expires))
         return Seeded(url, token, members, pool, batches, str(line), str(image))
