@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import (
     CardBatch,
@@ -606,21 +607,31 @@ async def run_job(rt: Runtime, provisioner: Provisioner, notifier: Notifier, job
         )
 
 
+async def _settle(
+    session: AsyncSession, job: ClaimedJob, now: datetime, status: JobStatus, error: str | None
+) -> bool:
+    """End the job we hold with `status`; False (logged) when its lease was lost meanwhile, so
+    another worker holds it and this outcome must not be recorded."""
+    held = await session.execute(
+        update(ProvisioningJob)
+        .where(_held(job))
+        .values(status=status, lease_until=None, last_error=error, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if held.rowcount == 1:
+        return True
+    log.warning(
+        "order %s: lease lost before the outcome was recorded; left to the job's holder",
+        job.order_no,
+        extra=_log_extra(job, "provisioning.lease_lost"),
+    )
+    return False
+
+
 async def _record_active(rt: Runtime, job: ClaimedJob, result: ProvisionResult) -> Instance | None:
     now = rt.now()
     async with rt.db.write() as session:
-        held = await session.execute(
-            update(ProvisioningJob)
-            .where(_held(job))
-            .values(status=JobStatus.DONE, lease_until=None, last_error=None, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if held.rowcount != 1:
-            log.warning(
-                "order %s: lease lost before the outcome was recorded; left to the job's holder",
-                job.order_no,
-                extra=_log_extra(job, "provisioning.lease_lost"),
-            )
+        if not await _settle(session, job, now, JobStatus.DONE, None):
             return None
         instance = Instance(
             order_id=job.order_id,
@@ -660,18 +671,7 @@ async def _record_failed(rt: Runtime, job: ClaimedJob, reason: str, event: str) 
     now = rt.now()
     reason = reason[:REASON_MAX]
     async with rt.db.write() as session:
-        held = await session.execute(
-            update(ProvisioningJob)
-            .where(_held(job))
-            .values(status=JobStatus.FAILED, lease_until=None, last_error=reason, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if held.rowcount != 1:
-            log.warning(
-                "order %s: lease lost; outcome dropped",
-                job.order_no,
-                extra=_log_extra(job, "provisioning.lease_lost"),
-            )
+        if not await _settle(session, job, now, JobStatus.FAILED, reason):
             return
         await session.execute(
             update(Order)
