@@ -10,6 +10,7 @@ import sys
 import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import TextIO
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,7 +45,17 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
+# what every LogRecord carries by itself; anything else on a record came from `extra=` and is kept
+_RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# loggers whose INFO and DEBUG lines are SQL statements with their parameters (argon2 hashes, phone
+# numbers, remarks, client addresses): SQLAlchemy logs statements at INFO, the drivers at DEBUG; and
+# the HTTP client's, whose INFO lines are every outbound URL (a receiver's URL may hold its token)
+DRIVER_LOGGERS = ("sqlalchemy", "aiosqlite", "asyncpg", "httpx", "httpcore")
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the request id, and every `extra`."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -53,22 +64,24 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": request_id_var.get(),
         }
-        for key in ("event", "order_no", "batch_no", "job_id", "worker"):
-            if key in record.__dict__:
-                entry[key] = record.__dict__[key]
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRIBUTES and key not in entry:
+                entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+    """JSON lines on standard error (or `stream`) at `level`; the drivers and SQLAlchemy say only
+    warnings and errors whatever the level, since below that they print statements and values."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # uvicorn's access log would print query strings; the request id and our own lines suffice
+    # uvicorn's access log would print query strings (download tokens); the request id and our own
+    # lines suffice
     logging.getLogger("uvicorn.access").disabled = True
-    # at DEBUG these print every statement's parameters (phone numbers, hashes): never wanted
-    for chatty in ("aiosqlite", "asyncpg", "sqlalchemy.engine"):
-        logging.getLogger(chatty).setLevel(max(logging.INFO, root.level))
+    for name in DRIVER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
