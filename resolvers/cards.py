@@ -93,4 +93,6 @@ async def create_card_batch_download(
 ) -> CardBatchDownloadType:
     ctx = info.context
     link = await downloads.create_download(ctx.rt, ctx.caller, str(batch_id), password)
-    return CardBatchDownloadType(url=f"{ctx.base_url}downloads/{link.token}", expires_at=link.expires_at)
+    # from TIHUO_PUBLIC_URL, never from the request's Host header (which the client chooses)
+    base = ctx.rt.settings.public_url or "/"
+    return CardBatchDownloadType(url=f"{base}downloads/{link.token}", expires_at=link.expires_at)

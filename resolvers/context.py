@@ -18,7 +18,6 @@ class Context:
     caller: Caller
     locale: str
     request_id: str | None
-    base_url: str
     loaders: Loaders = field(init=False)
 
     def __post_init__(self) -> None:
@@ -38,4 +37,4 @@ async def build_context(rt: Runtime, request: Request) -> Context:
         request_id=request_id,
         locale=locale,
     )
-    return Context(rt=rt, caller=caller, locale=locale, request_id=request_id, base_url=str(request.base_url))
+    return Context(rt=rt, caller=caller, locale=locale, request_id=request_id)

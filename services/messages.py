@@ -96,6 +96,43 @@ MESSAGES: dict[str, dict[str, str]] = {
     "UNAUTHENTICATED": {"zh-CN": "请先登录。", "en": "Sign in first."},
     "FORBIDDEN": {"zh-CN": "无权执行此操作。", "en": "You may not do this."},
     "INTERNAL": {"zh-CN": "服务器内部错误。", "en": "Unexpected error."},
+    "QUERY_TOO_COMPLEX": {
+        "zh-CN": "查询过于复杂（成本 {cost}，上限 {limit}），请减少字段或列表大小。",
+        "en": "The query is too complex (cost {cost}, limit {limit}); ask for fewer fields or smaller lists.",
+    },
+    "REQUEST_TIMEOUT": {
+        "zh-CN": "请求处理超时（{seconds} 秒）。",
+        "en": "The request took longer than {seconds} seconds and was stopped.",
+    },
+    "INTROSPECTION_DISABLED": {
+        "zh-CN": "请先登录再查询接口结构。",
+        "en": "Sign in to introspect the schema.",
+    },
+    # requests refused before GraphQL runs (tihuo/edge.py, tihuo/graphql_view.py)
+    "http.too_large": {
+        "zh-CN": "请求体过大（上限 {limit} 字节）。",
+        "en": "The request body is too large (limit {limit} bytes).",
+    },
+    "http.bad_json": {
+        "zh-CN": "请求体不是有效的 UTF-8 JSON（或嵌套过深）。",
+        "en": "The request body is not valid UTF-8 JSON (or is nested too deeply).",
+    },
+    "http.bad_request": {"zh-CN": "请求格式不正确：{reason}", "en": "Malformed request: {reason}"},
+    "http.batch": {
+        "zh-CN": "不支持批量请求，请每次发送一个操作。",
+        "en": "Batched requests are not supported; send one operation per request.",
+    },
+    "http.no_query": {"zh-CN": "请求中没有 GraphQL 查询。", "en": "No GraphQL query in the request."},
+    "http.mutation_over_get": {
+        "zh-CN": "变更操作只能通过 POST 发送。",
+        "en": "Mutations must be sent with POST.",
+    },
+    "http.method": {"zh-CN": "不支持该 HTTP 方法。", "en": "This HTTP method is not allowed here."},
+    "http.media_type": {
+        "zh-CN": "Content-Type 必须是 application/json。",
+        "en": "Content-Type must be application/json.",
+    },
+    "http.not_found": {"zh-CN": "地址不存在。", "en": "Not found."},
 }
 
 

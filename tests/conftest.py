@@ -29,6 +29,8 @@ from tihuo.settings import Settings, load_settings
 POSTGRES_URL = os.environ.get("TIHUO_TEST_POSTGRES_URL")
 FIXTURES = Path(__file__).parent / "fixtures"
 CLIENT_ADDRESS = "203.0.113.9"
+# where the tests' server says it is (TIHUO_PUBLIC_URL): links it makes start with this
+PUBLIC_URL = "https://cards.example.com"
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -107,6 +109,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         password_memory_kib=64,
         simulated_delay_ms=0,
         provision_backoff_ms=10,
+        public_url=PUBLIC_URL,
     )
 
 
@@ -143,11 +146,15 @@ class SignedInUser:
 
 
 async def make_user(
-    rt: Runtime, username: str, role: Role, password: str = "correct horse battery"
+    rt: Runtime,
+    username: str,
+    role: Role,
+    password: str = "correct horse battery",
+    phone: str = "13800000000",
 ) -> SignedInUser:
     from services.accounts import create_user
 
-    viewer = await create_user(rt, username=username, password=password, role=role, phone="13800000000")
+    viewer = await create_user(rt, username=username, password=password, role=role, phone=phone)
     # long-lived, so tests that move the clock far ahead stay signed in
     token = issue_token(rt.keys.token, TokenClaims(viewer.id, 1, rt.now() + timedelta(days=3650)))
     return SignedInUser(viewer=viewer, password=password, token=token)

@@ -168,9 +168,13 @@ async def create_batch(
     return created["batch"]
 
 
-async def download_link(gql: GraphQLClient, admin: SignedInUser, batch_id: str) -> dict[str, Any]:
+async def download_link(
+    gql: GraphQLClient, admin: SignedInUser, batch_id: str, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """`createCardBatchDownload` with the admin's own password; the result union member as sent."""
-    result = await gql(CREATE_DOWNLOAD, {"batchId": batch_id, "password": admin.password}, user=admin)
+    result = await gql(
+        CREATE_DOWNLOAD, {"batchId": batch_id, "password": admin.password}, user=admin, headers=headers
+    )
     return result["data"]["createCardBatchDownload"]
 
 

@@ -1,4 +1,5 @@
-"""The ASGI application: GraphQL (and GraphiQL) at /graphql, /healthz, /metrics, request ids on everything."""
+"""The ASGI application: GraphQL (and GraphiQL) at /graphql, /healthz, /metrics, downloads, and the
+HTTP edge (tihuo/edge.py) around them all."""
 
 from __future__ import annotations
 
@@ -7,46 +8,54 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-import orjson
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
 
-from resolvers.context import Context, build_context
 from schema.root import build_schema
 from services import downloads, metrics, provisioning
 from services.keys import Keys
+from services.messages import pick_locale, render
 from services.runtime import Runtime
 from tihuo import graphiql
 from tihuo.db import database_from_settings
-from tihuo.observability import RequestIdMiddleware
+from tihuo.edge import EdgeMiddleware, error_body, proxy_middleware
+from tihuo.graphql_view import TihuoGraphQL
+from tihuo.observability import configure_logging
 from tihuo.settings import Settings, load_settings
 
 log = logging.getLogger("tihuo.app")
+_HTTP_CODES = {404: ("NOT_FOUND", "http.not_found"), 405: ("METHOD_NOT_ALLOWED", "http.method")}
 
 
-class TihuoGraphQL(GraphQL):
-    def __init__(self, schema: Any, runtime: Runtime) -> None:
-        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=False)
-        self.runtime = runtime
+def _json_error(request: Request, status: int, code: str, key: str) -> Response:
+    message = render(key, pick_locale(request.headers.get("accept-language")))
+    return Response(
+        error_body(code, message),
+        status_code=status,
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
-    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
-        assert isinstance(request, Request)
-        return await build_context(self.runtime, request)
 
-    def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data)
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such path, a method a route does not take) as JSON."""
+    assert isinstance(exc, HTTPException)
+    code, key = _HTTP_CODES.get(exc.status_code, ("BAD_REQUEST", "http.bad_request"))
+    response = _json_error(request, exc.status_code, code, key)
+    response.headers.update(exc.headers or {})
+    return response
 
-    async def render_graphql_ide(self, request: Request) -> Response:
-        # our own page and assets (tihuo/graphiql.py) instead of Strawberry's, which loads them from a CDN
-        return graphiql.page_response(request)
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    """A bug outside GraphQL (which masks its own): logged with the request id, answered as JSON."""
+    log.error("unexpected error on %s", request.url.path, exc_info=exc)
+    return _json_error(request, 500, "INTERNAL_SERVER_ERROR", "INTERNAL")
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -59,10 +68,14 @@ def create_app(
     settings: Settings | None = None, *, runtime: Runtime | None = None, start_worker: bool = False
 ) -> Starlette:
     """The app for `settings` (read from the environment when absent), or around a ready runtime (tests).
-    With `start_worker` the lifespan also runs the provisioning worker in-process (`tihuo serve`)."""
+    With `start_worker` the lifespan also runs the provisioning worker in-process (`tihuo serve`).
+    Called with nothing (`uvicorn --factory tihuo.app:create_app`) it also sets up logging."""
     owns_runtime = runtime is None
     if runtime is None:
-        runtime = build_runtime(settings or load_settings())
+        if settings is None:
+            settings = load_settings()
+            configure_logging(settings.log_level)
+        runtime = build_runtime(settings)
     rt = runtime
     config = rt.settings
     schema = build_schema(
@@ -84,7 +97,7 @@ def create_app(
         address = request.client.host if request.client else None
         claimed = await downloads.claim_download(rt, request.path_params["token"], address)
         if claimed is None:
-            return PlainTextResponse("Not Found", status_code=404)
+            return _json_error(request, 404, "NOT_FOUND", "http.not_found")
         return StreamingResponse(
             downloads.stream_codes(rt, claimed),
             media_type="text/plain; charset=utf-8",
@@ -142,7 +155,12 @@ def create_app(
             *([Route("/metrics", metrics_page, methods=["GET"])] if config.metrics_enabled else []),
             graphiql.static_mount(),
         ],
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            # forwarded headers only from TIHUO_FORWARDED_ALLOW_IPS's proxies (none by default)
+            *proxy_middleware(config.trusted_proxies),
+            Middleware(EdgeMiddleware, max_body_bytes=config.max_body_bytes),
+        ],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )
     app.state.runtime = rt

@@ -80,13 +80,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"  {username:<8} {password}")
         else:
             print("Demo: the database already has users; nothing was added.")
-    print(f"GraphQL (GraphiQL in a browser): http://{args.host}:{args.port}/graphql", flush=True)
+    here = f"http://{args.host}:{args.port}/"
+    if settings.public_url is None:
+        # download links name this server as it was started, never the client's Host header
+        settings = settings.model_copy(update={"public_url": here})
+    print(f"GraphQL (GraphiQL in a browser): {here}graphql", flush=True)
     uvicorn.run(
         create_app(settings, start_worker=True),
         host=args.host,
         port=args.port,
         log_config=None,
-        proxy_headers=True,
+        # forwarded headers are the app's business (TIHUO_FORWARDED_ALLOW_IPS), so uvicorn trusts none
+        proxy_headers=False,
+        access_log=False,
     )
     return 0
 

@@ -53,7 +53,6 @@ class _AssetFiles(StaticFiles):
         response = super().file_response(full_path, stat_result, scope, status_code)
         if b"v=" in scope.get("query_string", b""):
             response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
-        response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
 
@@ -81,7 +80,6 @@ def page_response(request: Request) -> HTMLResponse:
         _page_template().replace("{{root}}", root),
         headers={
             "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-            "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
             "Cache-Control": "no-cache",
         },

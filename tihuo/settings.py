@@ -62,6 +62,22 @@ class Settings(BaseSettings):
     failed_attempt_window_seconds: int = Field(default=15 * 60, ge=1)
     download_ttl_seconds: int = Field(default=300, ge=1)
 
+    # links tihuo builds (downloads) start with this, never with the request's Host header; unset:
+    # `tihuo serve` uses its own --host and --port, other servers give links relative to the host
+    public_url: str | None = None
+    # a request body above this is refused with 413 before it is read
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # addresses or networks of the reverse proxies whose X-Forwarded-For / -Proto are believed
+    # (comma separated, "*" for any); none by default, not even loopback
+    forwarded_allow_ips: str = ""
+    # every document's cost (fields, times the `first` of the lists they are in) must stay below
+    query_max_cost: int = Field(default=50_000, ge=100)
+    # `all`: anyone may introspect the schema (GraphiQL); `signed-in`: only a signed-in user
+    introspection: Literal["all", "signed-in"] = "all"
+    # one request's work is stopped after this long (its transaction rolls back)
+    request_timeout_seconds: float = Field(default=30, gt=0)
+    # PostgreSQL stops any one statement after this long (0: no limit)
+    statement_timeout_ms: int = Field(default=20_000, ge=0)
     query_max_depth: int = Field(default=12, ge=2)
     query_max_aliases: int = Field(default=30, ge=1)
     query_max_tokens: int = Field(default=5000, ge=100)
@@ -81,6 +97,19 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")) or "?" in value or "#" in value:
+            raise ValueError("must be an absolute http:// or https:// URL without query or fragment")
+        return value.rstrip("/") + "/"
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        return [part.strip() for part in self.forwarded_allow_ips.split(",") if part.strip()]
 
     @field_validator("database_url")
     @classmethod

@@ -30,7 +30,7 @@ NOW = datetime(2026, 11, 26, 8, 0, 0, tzinfo=UTC)
 CODE_LINE = re.compile(
     r"^[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$"
 )
-DOWNLOAD_PATH = re.compile(r"^http://testserver/downloads/[A-Za-z0-9_-]{40,}$")
+DOWNLOAD_PATH = re.compile(r"^https://cards\.example\.com/downloads/[A-Za-z0-9_-]{40,}$")
 
 BATCH = """
 query ($id: ID!) {

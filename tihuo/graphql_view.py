@@ -1,0 +1,120 @@
+"""GraphQL over HTTP at /graphql: Strawberry's ASGI view with tihuo's context, orjson, our GraphiQL
+page, and every malformed request answered as JSON with a code and a fitting 4xx status
+(RULES-v2 §6) instead of Strawberry's plain-text refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import MissingQueryError
+from strawberry.http.parse_content_type import parse_content_type
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
+
+from resolvers.context import Context, build_context
+from services.runtime import Runtime
+from tihuo import graphiql
+from tihuo.edge import RequestRefused, send_refusal
+
+# Strawberry's own refusals, by status, for the few it still raises itself (the reason is English)
+_STRAWBERRY_CODES = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+class TihuoGraphQL(GraphQL):
+    def __init__(self, schema: Any, runtime: Runtime) -> None:
+        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=False)
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            response = await self.run(Request(scope=scope, receive=receive))
+        except RequestRefused as refused:
+            await send_refusal(scope, send, refused)
+            return
+        except HTTPException as refused:
+            code = _STRAWBERRY_CODES.get(refused.status_code, "BAD_REQUEST")
+            await send_refusal(
+                scope,
+                send,
+                RequestRefused(refused.status_code, code, "http.bad_request", reason=refused.reason),
+            )
+            return
+        await response(scope, receive, send)
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        assert isinstance(request, Request)
+        return await build_context(self.runtime, request)
+
+    def decode_json(self, data: str | bytes) -> object:
+        return orjson.loads(data)
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        # orjson refuses bytes that are not UTF-8 and nesting past 1024 levels, as JSON errors
+        try:
+            return self.decode_json(data)
+        except orjson.JSONDecodeError:
+            raise RequestRefused(400, "BAD_REQUEST", "http.bad_json") from None
+
+    async def parse_http_body(self, request: Any) -> Any:
+        if request.method == "POST":
+            content_type, _ = parse_content_type(request.content_type or "")
+            if content_type != "application/json":
+                raise RequestRefused(415, "UNSUPPORTED_MEDIA_TYPE", "http.media_type")
+            if (await request.get_body()).lstrip()[:1] == b"[":
+                raise RequestRefused(400, "BAD_REQUEST", "http.batch")
+        return await super().parse_http_body(request)
+
+    async def execute_single(
+        self,
+        request: Any,
+        request_adapter: Any,
+        sub_response: Any,
+        context: Any,
+        root_value: Any,
+        request_data: Any,
+    ) -> ExecutionResult:  # type: ignore[override]
+        try:
+            return await super().execute_single(
+                request, request_adapter, sub_response, context, root_value, request_data
+            )
+        except HTTPException as refused:
+            cause = refused.__cause__
+            if isinstance(cause, InvalidOperationTypeError):
+                key = (
+                    "http.method" if cause.operation_type is OperationType.QUERY else "http.mutation_over_get"
+                )
+                raise RequestRefused(405, "METHOD_NOT_ALLOWED", key) from None
+            if isinstance(cause, MissingQueryError):
+                raise RequestRefused(400, "BAD_REQUEST", "http.no_query") from None
+            if isinstance(cause, CannotGetOperationTypeError):
+                raise RequestRefused(400, "BAD_REQUEST", "http.bad_request", reason=refused.reason) from None
+            raise
+
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        response = super().create_response(response_data, sub_response)
+        # answers hold private data (a member's orders, an admin's cards): never kept by a cache
+        response.headers.setdefault("cache-control", "no-store")
+        return response
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        # our own page and assets (tihuo/graphiql.py) instead of Strawberry's, which loads them from a CDN
+        return graphiql.page_response(request)
