@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 
@@ -18,6 +19,8 @@ class Context:
     caller: Caller
     locale: str
     request_id: str | None
+    # the document as the HTTP view prepared it ahead of Strawberry (schema.documents), if it did
+    prepared: Any = None
     loaders: Loaders = field(init=False)
 
     def __post_init__(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import strawberry
@@ -23,7 +24,7 @@ from schema.cards import (
     SetCardStatusResult,
 )
 from schema.catalog import HostingPlanType, ProductModelType, QuoteResult, RegionType
-from schema.documents import DocumentCache, RequestHooks
+from schema.documents import DocumentCache, IntrospectionLane, RequestHooks
 from schema.errors import EXCEPTION_HANDLERS, log_unexpected, shape_errors
 from schema.metrics import marking_business_errors
 from schema.orders import (
@@ -121,9 +122,16 @@ class Mutation:
 
 
 class TihuoSchema(strawberry.Schema):
+    documents: DocumentCache
+    # introspection-only operations run on a thread, one at a time per process (below)
+    introspection_lane: IntrospectionLane
+
     def process_errors(self, errors, execution_context=None):  # type: ignore[no-untyped-def]
         context = execution_context.context if execution_context else None
         log_unexpected(errors, getattr(context, "request_id", None))
+
+    def _get_execute_function(self) -> Callable[..., Any]:
+        return self.introspection_lane.wrap(super()._get_execute_function())
 
     async def execute(self, *args: Any, **kwargs: Any) -> ExecutionResult:
         result = await super().execute(*args, **kwargs)
@@ -132,17 +140,31 @@ class TihuoSchema(strawberry.Schema):
         return result
 
 
-def build_schema(*, max_depth: int = 12, max_aliases: int = 30, max_tokens: int = 5000) -> strawberry.Schema:
+def build_schema(
+    *,
+    max_depth: int = 12,
+    max_aliases: int = 30,
+    max_tokens: int = 5000,
+    max_cost: int = 60_000,
+    introspection_signed_in: bool = False,
+) -> TihuoSchema:
     # The depth and alias limits are validation rules made once here: QueryDepthLimiter and
     # MaxAliasesLimiter would make new rule classes per request, and a validation cache keyed by the
     # rules would then never hit (measured: validation was half the CPU of a request).
     documents = DocumentCache(
         extra_rules=[depth_limit_rule(max_depth, None), alias_limit_rule(max_aliases)], max_tokens=max_tokens
     )
-    return TihuoSchema(
+    schema = TihuoSchema(
         query=Query,
         mutation=Mutation,
         config=StrawberryConfig(auto_camel_case=True, scalar_map=SCALAR_MAP),
         exception_handlers=marking_business_errors(EXCEPTION_HANDLERS),
-        extensions=[lambda: RequestHooks(documents)],
+        extensions=[
+            lambda: RequestHooks(
+                documents, max_cost=max_cost, introspection_signed_in=introspection_signed_in
+            )
+        ],
     )
+    schema.documents = documents
+    schema.introspection_lane = IntrospectionLane()
+    return schema

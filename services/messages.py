@@ -108,6 +108,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh-CN": "请先登录再查询接口结构。",
         "en": "Sign in to introspect the schema.",
     },
+    "INTROSPECTION_ALONE": {
+        "zh-CN": "__schema 与 __type 只能在单独的操作中查询，不能与数据字段混用。",
+        "en": "__schema and __type may only be asked in an operation of their own, not beside data fields.",
+    },
     # requests refused before GraphQL runs (tihuo/edge.py, tihuo/graphql_view.py)
     "http.too_large": {
         "zh-CN": "请求体过大（上限 {limit} 字节）。",

@@ -5,7 +5,6 @@ every provisioning job runs once, and the failed-attempt limit is one limit acro
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from services.catalog import parse_id
 from services.pricing import ConfigInput
 from services.runtime import Caller, Runtime
 from tests.conftest import SignedInUser, make_user
+from tests.processes import UVICORN, clean_env, free_port, healthy, spawn, stop
 from tihuo.settings import Settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("catalog")]
@@ -50,7 +50,6 @@ MEMBERS = 8
 CARDS = 60
 # every KEYED_EVERY-th card's keyed request is also sent again, same key, through the other API
 KEYED_EVERY = 3
-ROOT = Path(__file__).resolve().parent.parent
 
 REDEEM = """
 mutation ($input: RedeemCardInput!) {
@@ -78,12 +77,6 @@ CARD_NOT_FOUND = {"__typename": "CardCodeError", "code": "CARD_NOT_FOUND"}
 # ---------------------------------------------------------------- the processes
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Deployment:
     """The running processes and where their logs go."""
@@ -97,61 +90,28 @@ class Deployment:
         return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}" for path in self.logs)
 
 
-def _spawn(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log:
-        # our own interpreter with fixed arguments
-        return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
-
-
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    for process in processes:
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-async def _healthy(url: str, process: subprocess.Popen[bytes], seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(base_url=url, timeout=1) as http:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{url}: the API process exited with {process.returncode}")
-            try:
-                if (await http.get("/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url}: not healthy after {seconds} s")
-
-
 @pytest.fixture
 async def deployment(settings: Settings, tmp_path: Path) -> AsyncIterator[Deployment]:
     """Two API processes as the README deploys them, and two workers; all stopped afterwards."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("TIHUO_")}
-    env.update(
-        PYTHONPATH=str(ROOT),
+    env = clean_env(
         TIHUO_DATABASE_URL=settings.resolved_database_url,
         TIHUO_SECRET_KEY=settings.secret_key,
         TIHUO_DATA_DIR=str(tmp_path / "process-data"),
         TIHUO_LOG_LEVEL="WARNING",
         TIHUO_SIMULATED_DELAY_MS="20",
         TIHUO_WORKER_POLL_SECONDS="0.1",
+        # the README's deployment behind a proxy: uvicorn applies no forwarded header itself
+        # (--no-proxy-headers), the app believes the loopback proxy's
+        TIHUO_FORWARDED_ALLOW_IPS="127.0.0.1",
     )
     ports = [free_port(), free_port()]
     api_logs = [tmp_path / f"api-{index}.log" for index in range(2)]
     worker_logs = [tmp_path / f"worker-{index}.log" for index in range(2)]
-    uvicorn = [sys.executable, "-m", "uvicorn", "--factory", "tihuo.app:create_app"]
     apis = [
-        _spawn([*uvicorn, "--port", str(port), "--log-level", "warning", "--no-access-log"], env, log)
+        spawn([sys.executable, *UVICORN, "--port", str(port), "--log-level", "warning"], env, log)
         for port, log in zip(ports, api_logs, strict=True)
     ]
-    workers = [_spawn([sys.executable, "-m", "tihuo.cli", "worker"], env, log) for log in worker_logs]
+    workers = [spawn([sys.executable, "-m", "tihuo.cli", "worker"], env, log) for log in worker_logs]
     running = Deployment(
         api_urls=[f"http://127.0.0.1:{port}" for port in ports],
         processes=apis + workers,
@@ -159,10 +119,10 @@ async def deployment(settings: Settings, tmp_path: Path) -> AsyncIterator[Deploy
         logs=api_logs + worker_logs,
     )
     try:
-        await asyncio.gather(*(_healthy(url, api) for url, api in zip(running.api_urls, apis, strict=True)))
+        await asyncio.gather(*(healthy(url, api) for url, api in zip(running.api_urls, apis, strict=True)))
         yield running
     finally:
-        _stop(running.processes)
+        stop(running.processes)
 
 
 @pytest.fixture
@@ -184,8 +144,8 @@ async def post(
     user: SignedInUser,
     client_address: str | None = None,
 ) -> dict[str, Any]:
-    """The answer's one root field. `client_address` is sent as X-Forwarded-For, which uvicorn takes
-    from a loopback peer: the limit then counts the member alone, not one shared address."""
+    """The answer's one root field. `client_address` is sent as X-Forwarded-For, which the app takes
+    from its trusted loopback proxy: the limit then counts the member alone, not one shared address."""
     headers = dict(user.headers)
     if client_address is not None:
         headers["X-Forwarded-For"] = client_address

@@ -82,6 +82,8 @@ def create_app(
         max_depth=config.query_max_depth,
         max_aliases=config.query_max_aliases,
         max_tokens=config.query_max_tokens,
+        max_cost=config.query_max_cost,
+        introspection_signed_in=config.introspection == "signed-in",
     )
 
     async def healthz(_: Request) -> JSONResponse:

@@ -72,7 +72,9 @@ def _sqlite_pragmas(engine: AsyncEngine, synchronous: str, begin: str) -> None:
 class Database:
     """The application's handle on its database: `read()` and `write()` units of work."""
 
-    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, sqlite_synchronous: str = "FULL", echo: bool = False, statement_timeout_ms: int = 0
+    ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -96,7 +98,17 @@ class Database:
                 max_workers=READER_THREADS, thread_name_prefix="sqlite-reader"
             )
         else:
-            self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10)
+            # no one statement may hold a connection and its locks for ever (RULES-v2 §7)
+            self._server_settings = (
+                {"statement_timeout": str(statement_timeout_ms)} if statement_timeout_ms else {}
+            )
+            self.engine = create_async_engine(
+                url,
+                echo=echo,
+                pool_size=10,
+                max_overflow=10,
+                connect_args={"server_settings": self._server_settings},
+            )
             self.write_engine = self.engine
             self._hot_pool: asyncpg.Pool | None = None
             self._hot_pool_made = asyncio.Lock()
@@ -197,7 +209,11 @@ class Database:
                     options.pop("prepared_statement_cache_size", None)
                     options.pop("prepared_statement_name_func", None)
                     self._hot_pool = await asyncpg.create_pool(
-                        min_size=1, max_size=HOT_POOL_SIZE, reset=_keep_session, **options
+                        min_size=1,
+                        max_size=HOT_POOL_SIZE,
+                        reset=_keep_session,
+                        server_settings=self._server_settings,
+                        **options,
                     )
         return self._hot_pool
 
@@ -311,4 +327,8 @@ async def _drive_asyncpg(
 
 
 def database_from_settings(settings: Settings) -> Database:
-    return Database(settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    return Database(
+        settings.resolved_database_url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        statement_timeout_ms=settings.statement_timeout_ms,
+    )

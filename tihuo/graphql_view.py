@@ -4,10 +4,13 @@ page, and every malformed request answered as JSON with a code and a fitting 4xx
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import orjson
 from cross_web import HTTPException
+from graphql import GraphQLError, specified_rules
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -20,10 +23,14 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from resolvers.context import Context, build_context
+from services.messages import render
 from services.runtime import Runtime
 from tihuo import graphiql
 from tihuo.edge import RequestRefused, send_refusal
 
+log = logging.getLogger("tihuo.graphql")
+# the rules Strawberry validates with (ExecutionContext.validation_rules' default)
+_RULES = tuple(specified_rules)
 # Strawberry's own refusals, by status, for the few it still raises itself (the reason is English)
 _STRAWBERRY_CODES = {
     400: "BAD_REQUEST",
@@ -92,9 +99,27 @@ class TihuoGraphQL(GraphQL):
         root_value: Any,
         request_data: Any,
     ) -> ExecutionResult:  # type: ignore[override]
+        query = request_data.query
+        if isinstance(query, str):
+            # a long document not seen before is parsed and validated on a thread (schema.documents)
+            context.prepared = await self.schema.documents.prepare(self.schema._schema, query, _RULES)
+        seconds = self.runtime.settings.request_timeout_seconds
         try:
-            return await super().execute_single(
-                request, request_adapter, sub_response, context, root_value, request_data
+            async with asyncio.timeout(seconds):
+                return await super().execute_single(
+                    request=request,
+                    request_adapter=request_adapter,
+                    sub_response=sub_response,
+                    context=context,
+                    root_value=root_value,
+                    request_data=request_data,
+                )
+        except TimeoutError:
+            # its transaction, if one was open, rolled back when the work was cancelled
+            log.warning("request stopped after %g s", seconds, extra={"event": "request.timeout"})
+            message = render("REQUEST_TIMEOUT", context.locale, seconds=f"{seconds:g}")
+            return ExecutionResult(
+                data=None, errors=[GraphQLError(message, extensions={"code": "REQUEST_TIMEOUT"})]
             )
         except HTTPException as refused:
             cause = refused.__cause__

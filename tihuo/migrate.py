@@ -21,4 +21,7 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # a migration may rewrite a large table: the servers' statement timeout is not for it
+            await connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
         await connection.run_sync(_upgrade)

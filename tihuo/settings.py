@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     # (comma separated, "*" for any); none by default, not even loopback
     forwarded_allow_ips: str = ""
     # every document's cost (fields, times the `first` of the lists they are in) must stay below
-    query_max_cost: int = Field(default=50_000, ge=100)
+    query_max_cost: int = Field(default=60_000, ge=100)
     # `all`: anyone may introspect the schema (GraphiQL); `signed-in`: only a signed-in user
     introspection: Literal["all", "signed-in"] = "all"
     # one request's work is stopped after this long (its transaction rolls back)
