@@ -27,6 +27,7 @@ from schema.pagination import (
     PageInfo,
     build_connection,
 )
+from schema.permissions import admin_field
 from services import cards, codes
 from services.paging import Page
 
@@ -39,26 +40,26 @@ if TYPE_CHECKING:
 )
 class CardBatchType:
     id: strawberry.ID = strawberry.field(description="The batch's id.")
-    batch_no: str = strawberry.field(description="Batch number (批次), unique.")
+    batch_no: str = admin_field(description="Batch number (批次), unique.")
     name: str = strawberry.field(description="Card name (提货卡名称).")
     product_type: ProductTypeEnum = strawberry.field(description="What the cards give.")
     config: ProductConfigType = strawberry.field(
         description="The configuration, frozen when the batch was made."
     )
-    reference_price: Decimal = strawberry.field(
+    reference_price: Decimal = admin_field(
         description="Linux price of the configuration, frozen at creation."
     )
-    quantity: int = strawberry.field(description="Cards in the batch.")
-    used_count: int = strawberry.field(description="Cards redeemed.")
-    disabled_count: int = strawberry.field(
+    quantity: int = admin_field(description="Cards in the batch.")
+    used_count: int = admin_field(description="Cards redeemed.")
+    disabled_count: int = admin_field(
         description="Cards disabled one by one (not counting a disabled batch)."
     )
     valid_until: date = strawberry.field(
         description="Redeemable until the end of this day, business time zone."
     )
-    status: CardBatchStatusEnum = strawberry.field(description="A DISABLED batch's cards cannot be redeemed.")
+    status: CardBatchStatusEnum = admin_field(description="A DISABLED batch's cards cannot be redeemed.")
     created_at: datetime = strawberry.field(description="When the batch was made.")
-    download_count: int = strawberry.field(description="How many times its codes were downloaded.")
+    download_count: int = admin_field(description="How many times its codes were downloaded.")
     row: strawberry.Private[CardBatch]
 
     @classmethod
@@ -80,7 +81,7 @@ class CardBatchType:
             row=batch,
         )
 
-    @strawberry.field(description="The batch's cards, oldest first.")
+    @admin_field(description="The batch's cards, oldest first.")
     async def cards(
         self,
         info: Info,
@@ -116,7 +117,7 @@ class CardType:
         description='The code with only its last 4 symbols: "****-****-****-7K3Q".'
     )
     status: CardStatusEnum = strawberry.field(description="UNUSED, USED or DISABLED.")
-    remark: str | None = strawberry.field(description="The admin's note (备注).")
+    remark: str | None = admin_field(description="The admin's note (备注).")
     used_at: datetime | None = strawberry.field(description="When it was redeemed.")
     member_id: strawberry.ID | None = strawberry.field(description="Who redeemed it.")
     batch_id: strawberry.Private[int]

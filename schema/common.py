@@ -1,26 +1,84 @@
-"""Enums shared by every part of the schema (the models' enums, exposed under the contract's names)."""
+"""Enums shared by every part of the schema (the models' enums, exposed under the contract's names),
+each value with its description: GraphiQL is where developers learn what a value means."""
 
 from __future__ import annotations
+
+import enum
+from typing import Any
 
 import strawberry
 
 from models import BatchStatus, CardStatus, OrderStatus, OsFamily, ProductType, Role
 
-ProductTypeEnum = strawberry.enum(
+
+def described_enum(members: type[enum.Enum], *, name: str, description: str, values: dict[Any, str]) -> Any:
+    """`members` as the GraphQL enum `name`, with a description for each of its values (all of them,
+    or this fails at import: a new value cannot slip in undescribed)."""
+    missing = [member.name for member in members if member not in values]
+    if missing:
+        raise ValueError(f"{name}: no description for {', '.join(missing)}")
+    wrapped = strawberry.enum(members, name=name, description=description)
+    for value in wrapped.__strawberry_definition__.values:
+        value.description = values[members[value.name]]
+    return wrapped
+
+
+ProductTypeEnum = described_enum(
     ProductType,
     name="ProductType",
     description="What a card can give (R1): a cloud server, a cloud virtual host or a bare-metal server.",
+    values={
+        ProductType.CLOUD_SERVER: "A cloud server (云服务器): CPU, memory, disk, bandwidth, defense.",
+        ProductType.VIRTUAL_HOST: "A cloud virtual host (云虚拟主机): a hosting plan; no OS choice.",
+        ProductType.BARE_METAL: "A bare-metal server (裸金属服务器): a product model with fixed hardware and stock.",
+    },
 )
-OsFamilyEnum = strawberry.enum(OsFamily, name="OsFamily", description="Operating system family of an image.")
-RoleEnum = strawberry.enum(Role, name="Role", description="ADMIN runs the back office; MEMBER redeems cards.")
-CardBatchStatusEnum = strawberry.enum(
-    BatchStatus, name="CardBatchStatus", description="A DISABLED batch's cards cannot be redeemed."
+OsFamilyEnum = described_enum(
+    OsFamily,
+    name="OsFamily",
+    description="Operating system family of an image.",
+    values={
+        OsFamily.LINUX: "A Linux image; cards are priced at the Linux price.",
+        OsFamily.WINDOWS: "A Windows image; a card redeemed with it costs the member nothing extra (R2).",
+    },
 )
-CardStatusEnum = strawberry.enum(
-    CardStatus, name="CardStatus", description="UNUSED cards can be redeemed once; USED and DISABLED cannot."
+RoleEnum = described_enum(
+    Role,
+    name="Role",
+    description="ADMIN runs the back office; MEMBER redeems cards.",
+    values={
+        Role.ADMIN: "Runs the back office: catalog quotes, batches, cards, downloads, orders, the usage log.",
+        Role.MEMBER: "A customer of the portal: previews and redeems cards, sees their own orders and products.",
+    },
 )
-OrderStatusEnum = strawberry.enum(
+CardBatchStatusEnum = described_enum(
+    BatchStatus,
+    name="CardBatchStatus",
+    description="A DISABLED batch's cards cannot be redeemed.",
+    values={
+        BatchStatus.ACTIVE: "正常: its cards can be redeemed (each as its own status allows).",
+        BatchStatus.DISABLED: "禁用: none of its cards can be redeemed until it is enabled again.",
+    },
+)
+CardStatusEnum = described_enum(
+    CardStatus,
+    name="CardStatus",
+    description="UNUSED cards can be redeemed once; USED and DISABLED cannot.",
+    values={
+        CardStatus.UNUSED: "Not redeemed yet; redeemable while its batch is active and valid.",
+        CardStatus.USED: "Redeemed: void for ever (R3), unless an admin cancels its failed order.",
+        CardStatus.DISABLED: "Disabled by an admin; cannot be redeemed until enabled again.",
+    },
+)
+OrderStatusEnum = described_enum(
     OrderStatus,
     name="OrderStatus",
     description="PENDING → PROVISIONING → ACTIVE, or FAILED (then retried, or CANCELLED by an admin).",
+    values={
+        OrderStatus.PENDING: "Placed by the redemption; waiting for a provisioning worker.",
+        OrderStatus.PROVISIONING: "A worker is opening the product on the platform.",
+        OrderStatus.ACTIVE: "The product is open; the member was sent the login by SMS.",
+        OrderStatus.FAILED: "Opening failed (refused, or retries spent); an admin may retry or cancel it.",
+        OrderStatus.CANCELLED: "Cancelled by an admin after a failure; its card is UNUSED again.",
+    },
 )

@@ -10,16 +10,34 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError, GraphQLSyntaxError
 
+from schema.common import described_enum
 from schema.scalars import InvalidScalarValue
 from services import errors as domain
 from services.messages import DEFAULT_LOCALE, render
 
 log = logging.getLogger("tihuo.graphql")
 
-ErrorCode = strawberry.enum(
+ErrorCode = described_enum(
     domain.ErrorCode,
     name="ErrorCode",
     description="Stable codes of business errors; clients branch on these, never on messages.",
+    values={
+        domain.ErrorCode.INVALID_INPUT: "An input value is out of range or inconsistent; see fieldErrors.",
+        domain.ErrorCode.NOT_FOUND: "The object named by an id does not exist (or is not yours).",
+        domain.ErrorCode.INVALID_CODE: "Not a well-formed card code (length, alphabet or check symbol); not counted as an attempt.",
+        domain.ErrorCode.CARD_NOT_FOUND: "A well-formed code that no card has; counted by the failed-attempt limit.",
+        domain.ErrorCode.CARD_USED: "The card was redeemed already.",
+        domain.ErrorCode.CARD_DISABLED: "The card was disabled by an admin.",
+        domain.ErrorCode.CARD_EXPIRED: "The card's batch is past its validity day (business time zone).",
+        domain.ErrorCode.BATCH_DISABLED: "The card's batch was disabled by an admin.",
+        domain.ErrorCode.OS_REQUIRED: "A cloud server or bare-metal card needs an OS image of its line.",
+        domain.ErrorCode.OS_NOT_ALLOWED: "The image is not of the card's line, or the product takes none.",
+        domain.ErrorCode.OUT_OF_STOCK: "The bare-metal model has no stock left.",
+        domain.ErrorCode.RATE_LIMITED: "Too many failed attempts; retryAfterSeconds says when to try again.",
+        domain.ErrorCode.WRONG_PASSWORD: "Wrong username or password (sign-in), or wrong own password (a download).",
+        domain.ErrorCode.INVALID_STATE: "The object's state does not allow this, e.g. disabling a used card.",
+        domain.ErrorCode.IDEMPOTENCY_CONFLICT: "The idempotency key was used before with a different input.",
+    },
 )
 
 

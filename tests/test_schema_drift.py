@@ -15,13 +15,16 @@ def test_schema_graphql_matches_the_code():
     )
 
 
-def test_every_type_field_and_argument_is_described():
+def test_every_type_field_argument_and_enum_value_is_described():
     missing = []
     for type_ in build_schema()._schema.type_map.values():
         if type_.name.startswith("__") or type_.name in {"String", "Int", "Boolean", "ID", "Float"}:
             continue
         if not type_.description:
             missing.append(type_.name)
+        for name, value in (getattr(type_, "values", None) or {}).items():
+            if not value.description:
+                missing.append(f"{type_.name}.{name}")
         for name, field in (getattr(type_, "fields", None) or {}).items():
             if not field.description:
                 missing.append(f"{type_.name}.{name}")
