@@ -1,5 +1,5 @@
-"""Request metrics for GraphQL: one count and one latency sample per operation, by operation name
-and outcome (services.metrics owns the metric objects)."""
+"""Request metrics for GraphQL: one count and one latency sample per operation, by its first root
+field and outcome (services.metrics owns the metric objects)."""
 
 from __future__ import annotations
 
@@ -79,14 +79,13 @@ class RequestMetrics(SchemaExtension):
             metrics.graphql_request(operation, result, perf_counter() - started)
 
     def _operation_name(self) -> str | None:
-        """The operation's name, else its first root field's name (never the query text)."""
+        """The operation's first root field (`redeemCard`): a name from the schema, so a client
+        cannot grow the label set with names of its own choosing (its operation name is not used)."""
         context = self.execution_context
         document = context.graphql_document
         if document is None:
             return None
-        if context.operation_name:
-            return context.operation_name
-        operation = get_operation_ast(document, None)
+        operation = get_operation_ast(document, context.operation_name)
         if operation is None:
             return None
         return _first_field(document, operation.selection_set)

@@ -29,7 +29,7 @@ T = TypeVar("T")
 NAMESPACE = "tihuo"
 REGISTRY = CollectorRegistry()
 
-# label values: operation names are chosen by clients, so they are cut and capped
+# label values: first root fields, named by the schema; still cut and capped, should a schema grow
 OPERATION_MAX = 64
 OPERATIONS_MAX = 200
 UNKNOWN = "unknown"
@@ -41,7 +41,7 @@ JOB_COUNT_TIMEOUT_SECONDS = 2.0
 
 GRAPHQL_REQUESTS = Counter(
     "graphql_requests",
-    "GraphQL operations by operation name and outcome: ok; business_error (the result holds a union "
+    "GraphQL operations by their first root field and outcome: ok; business_error (the result holds a union "
     "member implementing Error); error (top-level errors, including malformed documents).",
     ["operation", "outcome"],
     namespace=NAMESPACE,
@@ -49,7 +49,7 @@ GRAPHQL_REQUESTS = Counter(
 )
 GRAPHQL_SECONDS = Histogram(
     "graphql_request_seconds",
-    "Time in the GraphQL engine per operation (parse, validate, execute).",
+    "Time in the GraphQL engine per operation (parse, validate, execute), by its first root field.",
     ["operation"],
     namespace=NAMESPACE,
     registry=REGISTRY,
