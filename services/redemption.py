@@ -323,7 +323,8 @@ async def _replay_afresh(rt: Runtime, viewer: Viewer, key: str, request_hash: by
 
 
 def _new_order_no(rt: Runtime) -> str:
-    return f"T{rt.now():%Y%m%d}{secrets.randbelow(10**10):010d}"
+    # the business date, like batch numbers (P20261202-… at 19:53 UTC on Dec 1 in Asia/Shanghai)
+    return f"T{rt.today():%Y%m%d}{secrets.randbelow(10**10):010d}"
 
 
 @metrics.counts_redemptions("redeem")

@@ -583,3 +583,20 @@ async def test_idempotency_keys_are_kept_two_days_then_forgotten(
 
     assert again["data"]["redeemCard"]["order"]["id"] == first["data"]["redeemCard"]["order"]["id"]
     assert (await redemption_state(rt))["counts"]["idempotency_keys"] == 0
+
+
+async def test_batch_and_order_numbers_carry_the_same_business_date(
+    gql, client, clock, admin, member, catalog
+):
+    # 19:53 UTC on December 1 is already December 2 in Asia/Shanghai
+    clock.set(datetime(2026, 12, 1, 19, 53, tzinfo=UTC))
+    made, code = await one_card(gql, client, admin)
+    ids = await image_ids(gql, member)
+
+    result = await gql(
+        REDEEM, {"input": {"code": code, "osImageId": ids[("sh-bgp", "Ubuntu 22.04 x64")]}}, user=member
+    )
+
+    order = result["data"]["redeemCard"]["order"]
+    assert made["batchNo"].startswith("P20261202-"), made
+    assert order["orderNo"].startswith("T20261202") and len(order["orderNo"]) == 19, order
