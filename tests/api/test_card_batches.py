@@ -657,11 +657,16 @@ async def test_bad_paging_arguments_are_top_level_invalid_input(gql, catalog, ad
 
 
 async def test_first_100_is_allowed(gql, catalog, admin):
-    await create_batch(gql, admin)
+    # more than the default page of 20, so a silent cap at 20 would show
+    for index in range(25):
+        await create_batch(gql, admin, name=f"b{index}")
 
     result = await gql(BATCHES, {"first": 100}, user=admin)
 
-    assert result["data"]["cardBatches"]["totalCount"] == 1
+    page = result["data"]["cardBatches"]
+    assert page["totalCount"] == 25
+    assert len(page["nodes"]) == 25
+    assert page["pageInfo"]["hasNextPage"] is False
 
 
 async def test_card_batch_by_id_and_null_for_unknown_ids(gql, catalog, admin):

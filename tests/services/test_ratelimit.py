@@ -57,14 +57,43 @@ async def test_a_failure_after_the_block_landed_is_refused_and_counts_nothing(rt
 
 async def test_a_success_forgets_failures_but_not_a_block_once_it_is_over(rt, clock):
     clock.set(clock())
+    window = timedelta(seconds=rt.settings.failed_attempt_window_seconds)
+    limit = rt.settings.failed_attempt_limit
+    # given failures up to the limit: a first block, of one window
+    async with rt.db.write() as session:
+        for _ in range(limit):
+            await ratelimit.record_failure(session, rt, ratelimit.LOGIN, KEYS)
+    first_block = clock() + window
+    assert await _blocked_until(rt) == [first_block, first_block]
+
+    # when the block is over, a success clears the failures...
+    clock.set(first_block + timedelta(seconds=1))
     async with rt.db.write() as session:
         for _ in range(3):
             await ratelimit.record_failure(session, rt, ratelimit.LOGIN, KEYS)
     async with rt.db.write() as session:
         await ratelimit.clear(session, rt, ratelimit.LOGIN, KEYS)
+    assert await _failures(rt) == [0, 0]
 
+    # ...but not the block before: reaching the limit again blocks for twice as long
+    async with rt.db.write() as session:
+        for _ in range(limit):
+            await ratelimit.record_failure(session, rt, ratelimit.LOGIN, KEYS)
+    second_block = clock() + 2 * window
+    assert await _blocked_until(rt) == [second_block, second_block]
+    with pytest.raises(RateLimited) as refused:
+        async with rt.db.read() as session:
+            await ratelimit.ensure_allowed(session, rt, ratelimit.LOGIN, KEYS)
+    assert refused.value.retry_after_seconds == 2 * rt.settings.failed_attempt_window_seconds
+
+
+async def _failures(rt) -> list[int]:
     async with rt.db.read() as session:
-        failures = (
-            await session.scalars(select(AttemptCounter.failures).order_by(AttemptCounter.subject))
-        ).all()
-    assert failures == [0, 0]
+        return list(await session.scalars(select(AttemptCounter.failures).order_by(AttemptCounter.subject)))
+
+
+async def _blocked_until(rt) -> list[object]:
+    async with rt.db.read() as session:
+        return list(
+            await session.scalars(select(AttemptCounter.blocked_until).order_by(AttemptCounter.subject))
+        )
