@@ -142,6 +142,15 @@ async def test_0003_keeps_users_that_other_rows_reference_and_never_reuses_their
             ).scalar_one()
         assert new_id > ids[2]
 
+        # and migrating again, at the latest version already, changes nothing
+        await migrate(engine)
+        async with engine.connect() as connection:
+            assert (await connection.execute(select(User.id).order_by(User.id))).scalars().all() == [
+                ids[0],
+                ids[1],
+                new_id,
+            ]
+
 
 async def test_a_sqlite_migration_that_would_leave_a_dangling_foreign_key_commits_nothing(tmp_path):
     # given a database at 0002 holding an audit row whose actor does not exist (written with keys off)
