@@ -12,15 +12,19 @@ from models.base import Base, Id, Role, str_enum, utcnow
 
 class User(Base):
     __tablename__ = "users"
+    # AUTOINCREMENT: SQLite would otherwise hand a deleted user's id (the largest) to the next user
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[Role] = mapped_column(str_enum(Role, "role"))
     phone: Mapped[str | None] = mapped_column(String(32))
-    # bumped when the password changes, so tokens issued before stop working
+    # bumped when the password changes and when the user is disabled, so tokens issued before stop working
     token_version: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # set while the user may not sign in
+    disabled_at: Mapped[datetime | None]
 
 
 class AttemptCounter(Base):

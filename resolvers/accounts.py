@@ -1,4 +1,4 @@
-"""Signing in and the viewer."""
+"""Signing in, the viewer, and changing one's own password."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 import strawberry
 from strawberry.types import Info
 
-from schema.accounts import LoginInput, LoginSuccess, ViewerType
+from schema.accounts import ChangePasswordInput, ChangePasswordSuccess, LoginInput, LoginSuccess, ViewerType
 from services import accounts
 
 
@@ -22,5 +22,20 @@ async def login(
     ctx = info.context
     signed_in = await accounts.login(ctx.rt, ctx.caller, username=input.username, password=input.password)
     return LoginSuccess(
+        token=signed_in.token, expires_at=signed_in.expires_at, viewer=ViewerType.of(signed_in.viewer)
+    )
+
+
+async def change_password(
+    info: Info,
+    input: Annotated[
+        ChangePasswordInput, strawberry.argument(description="The current and the new password.")
+    ],
+) -> ChangePasswordSuccess:
+    ctx = info.context
+    signed_in = await accounts.change_password(
+        ctx.rt, ctx.caller, old_password=input.old_password, new_password=input.new_password
+    )
+    return ChangePasswordSuccess(
         token=signed_in.token, expires_at=signed_in.expires_at, viewer=ViewerType.of(signed_in.viewer)
     )

@@ -1,4 +1,4 @@
-"""Accounts in the schema: the viewer and signing in."""
+"""Accounts in the schema: the viewer, signing in and changing one's own password."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 import strawberry
 
 from schema.common import RoleEnum
-from schema.errors import RateLimitedErrorType, WrongPasswordErrorType
+from schema.errors import InvalidInputErrorType, RateLimitedErrorType, WrongPasswordErrorType
 from services.runtime import Viewer
 
 
@@ -43,4 +43,32 @@ class LoginSuccess:
 LoginResult = Annotated[
     LoginSuccess | WrongPasswordErrorType | RateLimitedErrorType,
     strawberry.union("LoginResult", description="The token, or why signing in was refused."),
+]
+
+
+@strawberry.input(name="ChangePasswordInput", description="The signed-in user's current and new password.")
+class ChangePasswordInput:
+    old_password: str = strawberry.field(description="The current password, checked like a login.")
+    new_password: str = strawberry.field(
+        description="The new password: 8 to 1024 characters, different from the current one."
+    )
+
+
+@strawberry.type(
+    name="ChangePasswordSuccess",
+    description="The password was changed. Every token issued before, this request's included, no "
+    "longer works: use the new one.",
+)
+class ChangePasswordSuccess:
+    token: str = strawberry.field(description="A new signed bearer token.")
+    expires_at: datetime = strawberry.field(description="When the new token stops working.")
+    viewer: ViewerType = strawberry.field(description="Whose password was changed.")
+
+
+ChangePasswordResult = Annotated[
+    ChangePasswordSuccess | WrongPasswordErrorType | RateLimitedErrorType | InvalidInputErrorType,
+    strawberry.union(
+        "ChangePasswordResult",
+        description="A new token, or why the password was not changed (then nothing was).",
+    ),
 ]

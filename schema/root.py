@@ -13,7 +13,7 @@ from strawberry.types import ExecutionResult
 
 from resolvers import accounts, cards, catalog, redemption
 from resolvers import orders as order_resolvers  # `orders` is also a Query field
-from schema.accounts import LoginResult, ViewerType
+from schema.accounts import ChangePasswordResult, LoginResult, ViewerType
 from schema.cards import (
     CardBatchConnection,
     CardBatchType,
@@ -88,6 +88,11 @@ class Mutation:
     login: LoginResult = strawberry.field(
         resolver=accounts.login,
         description="Sign in. Five wrong passwords in 15 minutes (per username and per address) lock it for a while.",
+    )
+    change_password: ChangePasswordResult = strawberry.field(
+        resolver=accounts.change_password,
+        description="Change the signed-in user's own password; every older token stops working and a new one "
+        "is returned. Wrong current passwords are limited like logins. Anyone signed in.",
     )
     create_card_batch: CreateCardBatchResult = strawberry.field(
         resolver=cards.create_card_batch,

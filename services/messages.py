@@ -44,6 +44,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     # more specific keys for some codes
     "WRONG_PASSWORD.download": {"zh-CN": "密码错误。", "en": "Wrong password."},
+    "WRONG_PASSWORD.old_password": {"zh-CN": "原密码错误。", "en": "The current password is wrong."},
     "INVALID_STATE.card_used": {
         "zh-CN": "已使用的提货卡不能禁用或启用。",
         "en": "A used card cannot be disabled or enabled.",
@@ -84,6 +85,10 @@ MESSAGES: dict[str, dict[str, str]] = {
     "field.blank": {"zh-CN": "不能为空。", "en": "Must not be blank."},
     "field.in_past": {"zh-CN": "不能早于今天（{today}）。", "en": "Must be today ({today}) or later."},
     "field.taken": {"zh-CN": "已被使用。", "en": "Already taken."},
+    "field.same_as_old": {
+        "zh-CN": "新密码不能与原密码相同。",
+        "en": "Must differ from the current password.",
+    },
     "field.bad_format": {"zh-CN": "格式不正确：{expected}。", "en": "Wrong format: {expected}."},
     # top-level request problems
     "paging.first_range": {"zh-CN": "first 必须在 1 到 100 之间。", "en": "first must be between 1 and 100."},

@@ -1,5 +1,5 @@
-"""Failed-attempt limits (login, download password, unknown card codes), kept in the database so
-every API process shares them.
+"""Failed-attempt limits (login, download password, password change, unknown card codes), kept in
+the database so every API process shares them.
 
 Each subject (a username, a member, a client address) may fail `limit` times within a window;
 the failure that reaches the limit blocks it for one window, and each further block in a row
@@ -25,6 +25,7 @@ MAX_BACKOFF_DOUBLINGS = 6
 
 LOGIN = "login"
 DOWNLOAD_PASSWORD = "download-password"
+CHANGE_PASSWORD = "change-password"
 CARD_CODE = "card-code"
 
 

@@ -47,6 +47,22 @@ class BoundedCache:
         return self._items.pop(key, default)
 
 
+class ViewerCache(BoundedCache):
+    """Bearer token -> (viewer, good until), see services.accounts.viewer_for_token.
+
+    `generation` grows whenever a user's entries are forgotten, so a token check that read the
+    user before the change does not put a stale entry back after it."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.generation = 0
+
+    def forget_user(self, user_id: int) -> None:
+        self.generation += 1
+        for token in [token for token, (viewer, _) in self._items.items() if viewer.id == user_id]:
+            del self._items[token]
+
+
 @dataclass(eq=False)
 class Runtime:
     db: Database
@@ -56,7 +72,7 @@ class Runtime:
     # set after a commit that queued provisioning work, so an in-process worker starts at once
     jobs_ready: asyncio.Event = field(default_factory=asyncio.Event)
     # bearer token -> (viewer, good until): see services.accounts.viewer_for_token
-    viewer_cache: BoundedCache = field(default_factory=lambda: BoundedCache(10_000))
+    viewer_cache: ViewerCache = field(default_factory=lambda: ViewerCache(10_000))
     # striped per-member locks for card-code attempts (services.redemption)
     attempt_locks: list[asyncio.Lock] = field(default_factory=lambda: [asyncio.Lock() for _ in range(64)])
 

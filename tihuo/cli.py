@@ -1,4 +1,5 @@
-"""The `tihuo` command line: serve, worker, migrate, catalog load, users create, export-schema."""
+"""The `tihuo` command line: serve, worker, migrate, catalog load, users create / passwd / disable /
+enable, export-schema."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import asyncio
 import secrets
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import func, select
 
@@ -15,6 +18,10 @@ from models import Role, User
 from tihuo.migrate import migrate
 from tihuo.settings import Settings, SettingsError, load_settings
 
+if TYPE_CHECKING:
+    from services.errors import InvalidInput
+
+T = TypeVar("T")
 DEMO_USERS = (("admin", Role.ADMIN, "13800000001"), ("member", Role.MEMBER, "13800000002"))
 
 
@@ -192,10 +199,80 @@ def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
     try:
         asyncio.run(run())
     except InvalidInput as exc:
-        for problem in exc.problems:
-            print(f"{problem.field}: {problem.key} {problem.params or ''}".rstrip(), file=sys.stderr)
+        _print_problems(exc)
         return 1
     print(f"user {args.username} created ({args.role.lower()})")
+    return 0
+
+
+def _print_problems(exc: InvalidInput) -> None:
+    for problem in exc.problems:
+        print(f"{problem.field}: {problem.key} {problem.params or ''}".rstrip(), file=sys.stderr)
+
+
+def _run_on_user(settings: Settings, username: str, change: Callable[[Any], Awaitable[T]]) -> T | None:
+    """`change(runtime)` on the configured database; None, with one line on stderr, when there is no
+    user named `username`."""
+    from services.errors import NotFound
+
+    async def run() -> T:
+        rt = _runtime(settings)
+        try:
+            return await change(rt)
+        finally:
+            await rt.db.dispose()
+
+    try:
+        return asyncio.run(run())
+    except NotFound:
+        print(f"no user named {username}", file=sys.stderr)
+        return None
+
+
+def cmd_users_passwd(args: argparse.Namespace, settings: Settings) -> int:
+    from services.accounts import set_password
+    from services.errors import InvalidInput
+
+    if not args.password_stdin:
+        print("give the new password on standard input with --password-stdin", file=sys.stderr)
+        return 2
+    password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        done = _run_on_user(
+            settings, args.username, lambda rt: set_password(rt, username=args.username, password=password)
+        )
+    except InvalidInput as exc:
+        _print_problems(exc)
+        return 1
+    if done is None:
+        return 1
+    print(f"password of {args.username} changed; the user's earlier tokens no longer work")
+    return 0
+
+
+def cmd_users_disable(args: argparse.Namespace, settings: Settings) -> int:
+    from services.accounts import disable_user
+
+    changed = _run_on_user(settings, args.username, lambda rt: disable_user(rt, username=args.username))
+    if changed is None:
+        return 1
+    if changed:
+        print(f"user {args.username} disabled; the user's earlier tokens no longer work")
+    else:
+        print(f"user {args.username} was already disabled")
+    return 0
+
+
+def cmd_users_enable(args: argparse.Namespace, settings: Settings) -> int:
+    from services.accounts import enable_user
+
+    changed = _run_on_user(settings, args.username, lambda rt: enable_user(rt, username=args.username))
+    if changed is None:
+        return 1
+    if changed:
+        print(f"user {args.username} enabled; tokens from before the disabling stay invalid")
+    else:
+        print(f"user {args.username} was not disabled")
     return 0
 
 
@@ -242,6 +319,24 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--phone")
     create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     create.set_defaults(run=cmd_users_create)
+    passwd = users.add_parser(
+        "passwd", help="set a user's password; every token issued to the user before stops working"
+    )
+    passwd.add_argument("--username", required=True, help="the user's sign-in name")
+    passwd.add_argument(
+        "--password-stdin", action="store_true", help="read the new password from standard input"
+    )
+    passwd.set_defaults(run=cmd_users_passwd)
+    disable = users.add_parser(
+        "disable", help="stop a user from signing in; every token issued to the user before stops working"
+    )
+    disable.add_argument("--username", required=True, help="the user's sign-in name")
+    disable.set_defaults(run=cmd_users_disable)
+    enable = users.add_parser(
+        "enable", help="let a disabled user sign in again (tokens from before the disabling stay invalid)"
+    )
+    enable.add_argument("--username", required=True, help="the user's sign-in name")
+    enable.set_defaults(run=cmd_users_enable)
 
     commands.add_parser("export-schema", help="print the GraphQL SDL").set_defaults(
         run=cmd_export_schema, no_settings=True

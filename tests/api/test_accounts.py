@@ -146,3 +146,41 @@ async def test_a_revoked_token_stops_working_once_the_short_viewer_cache_lapses(
     assert (await gql(ME, user=user))["data"]["me"]["username"] == "revoked"
     clock.advance(seconds=rt.settings.token_cache_seconds + 1)
     assert await gql(ME, user=user) == {"data": {"me": None}}
+
+
+async def test_a_deleted_users_id_is_never_given_again_and_their_token_signs_in_nobody(gql, rt, clock):
+    # given two members, the newer one (with the largest id) signed in through login
+    clock.set(clock().replace(microsecond=0))
+    await make_user(rt, "older", Role.MEMBER)
+    doomed = await make_user(rt, "doomed", Role.MEMBER)
+    login = (await gql(LOGIN, {"username": "doomed", "password": doomed.password}))["data"]["login"]
+    old_token = {"Authorization": f"Bearer {login['token']}"}
+    assert (await gql(ME, headers=old_token))["data"]["me"]["username"] == "doomed"
+    from models import User
+
+    # when their row is deleted (outside the services, so past the short viewer cache) and a new user made
+    async with rt.db.write() as session:
+        await session.delete(await session.get(User, doomed.id))
+    clock.advance(seconds=rt.settings.token_cache_seconds + 1)
+    newcomer = await make_user(rt, "newcomer", Role.MEMBER)
+
+    # then the newcomer gets a larger id, and the deleted user's token signs in nobody
+    assert newcomer.id > doomed.id
+    assert await gql(ME, headers=old_token) == {"data": {"me": None}}
+    assert (await gql(ME, user=newcomer))["data"]["me"]["username"] == "newcomer"
+
+
+async def test_a_disabled_users_token_signs_in_nobody_even_with_its_version_unchanged(gql, rt, clock):
+    # given a member whose token works
+    clock.set(clock())
+    user = await make_user(rt, "paused", Role.MEMBER)
+    assert (await gql(ME, user=user))["data"]["me"]["username"] == "paused"
+    from models import User
+
+    # when the row is marked disabled without touching token_version (as a bare UPDATE would)
+    async with rt.db.write() as session:
+        (await session.get(User, user.id)).disabled_at = clock()
+    clock.advance(seconds=rt.settings.token_cache_seconds + 1)
+
+    # then the token no longer signs in
+    assert await gql(ME, user=user) == {"data": {"me": None}}

@@ -1,13 +1,17 @@
-"""Creating users: validation, uniqueness, and no password kept in clear."""
+"""Creating users (validation, uniqueness, no password kept in clear) and the per-process memory of
+checked tokens when a user changes."""
 
 from __future__ import annotations
+
+from contextlib import asynccontextmanager
 
 import pytest
 from sqlalchemy import select
 
 from models import Role, User
-from services.accounts import create_user
+from services.accounts import create_user, set_password, viewer_for_token
 from services.errors import InvalidInput
+from tests.conftest import make_user
 
 
 async def test_the_password_is_stored_as_an_argon2id_hash(rt):
@@ -38,3 +42,41 @@ async def test_bad_usernames_and_short_passwords_are_refused_together(rt):
         ("username", "field.bad_format"),
         ("password", "field.out_of_range"),
     ]
+
+
+async def test_a_change_in_this_process_forgets_only_that_users_remembered_tokens(rt):
+    # given two members whose tokens were just checked (and so are remembered)
+    first = await make_user(rt, "first", Role.MEMBER)
+    second = await make_user(rt, "second", Role.MEMBER)
+    assert (await viewer_for_token(rt, first.token)).username == "first"
+    assert (await viewer_for_token(rt, second.token)).username == "second"
+
+    # when the first one's password is set
+    await set_password(rt, username="first", password="another long password")
+
+    # then only the first one's token is forgotten, and it no longer signs in
+    assert rt.viewer_cache.get(first.token) is None
+    assert rt.viewer_cache.get(second.token)[0].username == "second"
+    assert await viewer_for_token(rt, first.token) is None
+
+
+async def test_a_token_check_that_read_its_user_before_a_change_does_not_remember_the_answer(rt, monkeypatch):
+    # given a token check whose read of the user ends just before the user's password is changed
+    # (the database read is wrapped only to fix this interleaving of two concurrent requests)
+    user = await make_user(rt, "racing", Role.MEMBER)
+    read = rt.db.read
+
+    @asynccontextmanager
+    async def read_then_change():  # type: ignore[no-untyped-def]
+        async with read() as session:
+            yield session
+        await set_password(rt, username="racing", password="another long password")
+
+    monkeypatch.setattr(rt.db, "read", read_then_change)
+    # the check answers for the moment it read (before the change) ...
+    assert (await viewer_for_token(rt, user.token)).username == "racing"
+    monkeypatch.setattr(rt.db, "read", read)
+
+    # ... but does not remember it: the next check reads the user again and refuses the token
+    assert rt.viewer_cache.get(user.token) is None
+    assert await viewer_for_token(rt, user.token) is None
