@@ -131,6 +131,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh-CN": "不支持批量请求，请每次发送一个操作。",
         "en": "Batched requests are not supported; send one operation per request.",
     },
+    "http.nul": {
+        "zh-CN": "文本中不能含有 NUL 字符（U+0000）。",
+        "en": "Text may not contain the NUL character (U+0000).",
+    },
     "http.no_query": {"zh-CN": "请求中没有 GraphQL 查询。", "en": "No GraphQL query in the request."},
     "http.mutation_over_get": {
         "zh-CN": "变更操作只能通过 POST 发送。",

@@ -100,6 +100,9 @@ class TihuoGraphQL(GraphQL):
         request_data: Any,
     ) -> ExecutionResult:  # type: ignore[override]
         query = request_data.query
+        if _holds_nul(query) or _holds_nul(request_data.variables):
+            # no text column of PostgreSQL can hold U+0000: refused here, for every field at once
+            raise RequestRefused(400, "BAD_REQUEST", "http.nul")
         if isinstance(query, str):
             # a long document not seen before is parsed and validated on a thread (schema.documents)
             context.prepared = await self.schema.documents.prepare(self.schema._schema, query, _RULES)
@@ -143,3 +146,16 @@ class TihuoGraphQL(GraphQL):
     async def render_graphql_ide(self, request: Request) -> Response:
         # our own page and assets (tihuo/graphiql.py) instead of Strawberry's, which loads them from a CDN
         return graphiql.page_response(request)
+
+
+def _holds_nul(value: object, depth: int = 0) -> bool:
+    """A NUL character in a text: raw, or written `\\u0000` in the document's string literals."""
+    if isinstance(value, str):
+        return "\x00" in value or "\\u0000" in value
+    if depth > 1024:  # orjson refused anything nested deeper already
+        return False
+    if isinstance(value, dict):
+        return any(_holds_nul(key, depth + 1) or _holds_nul(item, depth + 1) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item, depth + 1) for item in value)
+    return False

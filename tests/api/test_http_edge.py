@@ -62,6 +62,23 @@ async def test_a_malformed_post_answers_json_with_a_code(client, content, header
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"query": LOGIN, "variables": {"u": "ad\x00min", "p": "x"}},
+        {"query": 'mutation { login(input: {username: "ad\\u0000min", password: "x"}) { __typename } }'},
+    ],
+    ids=["in-a-variable", "in-a-literal"],
+)
+async def test_a_nul_character_is_refused_before_it_reaches_the_database(client, rt, body):
+    before = await row_counts(rt)
+
+    response = await client.post("/graphql", json=body)
+
+    assert _refusal(response) == (400, "BAD_REQUEST", "文本中不能含有 NUL 字符（U+0000）。")
+    assert await row_counts(rt) == before
+
+
 async def test_a_mutation_over_get_is_refused_and_changes_nothing(client, rt, admin):
     before = await row_counts(rt)
 
