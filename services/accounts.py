@@ -167,16 +167,7 @@ async def set_password(rt: Runtime, *, username: str, password: str) -> Viewer:
         old_version = user.token_version
         user.password_hash = password_hash
         user.token_version = old_version + 1
-        await audit.record(
-            session,
-            rt,
-            OPERATOR,
-            action="user.set_password",
-            entity="user",
-            entity_id=user.id,
-            old={"token_version": old_version},
-            new={"token_version": user.token_version},
-        )
+        await audit.record(session, rt, OPERATOR, audit.PasswordSet(user.id, old_version, user.token_version))
     rt.viewer_cache.forget_user(user.id)
     return _viewer(user)
 
@@ -192,14 +183,7 @@ async def disable_user(rt: Runtime, *, username: str) -> bool:
         user.disabled_at = rt.now()
         user.token_version = old_version + 1
         await audit.record(
-            session,
-            rt,
-            OPERATOR,
-            action="user.disable",
-            entity="user",
-            entity_id=user.id,
-            old={"disabled": False, "token_version": old_version},
-            new={"disabled": True, "token_version": user.token_version},
+            session, rt, OPERATOR, audit.UserDisabled(user.id, old_version, user.token_version)
         )
     rt.viewer_cache.forget_user(user.id)
     return True
@@ -213,16 +197,7 @@ async def enable_user(rt: Runtime, *, username: str) -> bool:
         if user.disabled_at is None:
             return False
         user.disabled_at = None
-        await audit.record(
-            session,
-            rt,
-            OPERATOR,
-            action="user.enable",
-            entity="user",
-            entity_id=user.id,
-            old={"disabled": True},
-            new={"disabled": False},
-        )
+        await audit.record(session, rt, OPERATOR, audit.UserEnabled(user.id))
     return True
 
 
@@ -259,14 +234,7 @@ async def change_password(rt: Runtime, caller: Caller, *, old_password: str, new
         locked.password_hash = new_hash
         locked.token_version = old_version + 1
         await audit.record(
-            session,
-            rt,
-            caller,
-            action="user.change_password",
-            entity="user",
-            entity_id=locked.id,
-            old={"token_version": old_version},
-            new={"token_version": locked.token_version},
+            session, rt, caller, audit.PasswordChanged(locked.id, old_version, locked.token_version)
         )
     rt.viewer_cache.forget_user(locked.id)
     return _signed_in(rt, locked)

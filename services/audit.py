@@ -1,36 +1,245 @@
-"""Recording admin writes: who, when, from where, and the values before and after."""
+"""Recording admin writes (RULES §8): who, when, from where, and the values before and after.
+
+Each kind of write is one small event type: its action and entity names are written once, here,
+and its values are typed where the write is made. No event carries a code, a password or a hash.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import AuditEntry
+from models import AuditEntry, BatchStatus, CardStatus, OrderStatus
 from services.runtime import Caller, Runtime
 
 
-async def record(
-    session: AsyncSession,
-    rt: Runtime,
-    caller: Caller,
-    *,
-    action: str,
-    entity: str,
-    entity_id: object | None,
-    old: dict[str, Any] | None = None,
-    new: dict[str, Any] | None = None,
-) -> None:
-    """Add an audit row inside the caller's transaction, so the change and its record commit together."""
+@dataclass(frozen=True)
+class AuditEvent:
+    """One admin write. Subclasses name their `action` and `entity` and say what changed."""
+
+    action: ClassVar[str]
+    entity: ClassVar[str]
+
+    @property
+    def entity_id(self) -> object:
+        raise NotImplementedError
+
+    def old(self) -> dict[str, Any] | None:
+        return None
+
+    def new(self) -> dict[str, Any] | None:
+        return None
+
+
+@dataclass(frozen=True)
+class BatchCreated(AuditEvent):
+    action = "batch.create"
+    entity = "batch"
+    batch_id: int
+    view: dict[str, Any]
+
+    @property
+    def entity_id(self) -> object:
+        return self.batch_id
+
+    def new(self) -> dict[str, Any]:
+        return self.view
+
+
+@dataclass(frozen=True)
+class BatchStatusSet(AuditEvent):
+    action = "batch.set_status"
+    entity = "batch"
+    batch_id: int
+    before: BatchStatus
+    after: BatchStatus
+
+    @property
+    def entity_id(self) -> object:
+        return self.batch_id
+
+    def old(self) -> dict[str, Any]:
+        return {"status": self.before.value}
+
+    def new(self) -> dict[str, Any]:
+        return {"status": self.after.value}
+
+
+@dataclass(frozen=True)
+class BatchDownloadCreated(AuditEvent):
+    action = "batch.create_download"
+    entity = "batch"
+    batch_id: int
+    download_id: int
+    expires_at: datetime
+
+    @property
+    def entity_id(self) -> object:
+        return self.batch_id
+
+    def new(self) -> dict[str, Any]:
+        return {"downloadId": self.download_id, "expiresAt": self.expires_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class CardStatusSet(AuditEvent):
+    action = "card.set_status"
+    entity = "card"
+    card_id: int
+    before: CardStatus
+    after: CardStatus
+
+    @property
+    def entity_id(self) -> object:
+        return self.card_id
+
+    def old(self) -> dict[str, Any]:
+        return {"status": self.before.value}
+
+    def new(self) -> dict[str, Any]:
+        return {"status": self.after.value}
+
+
+@dataclass(frozen=True)
+class CardRemarkSet(AuditEvent):
+    action = "card.set_remark"
+    entity = "card"
+    card_id: int
+    before: str | None
+    after: str | None
+
+    @property
+    def entity_id(self) -> object:
+        return self.card_id
+
+    def old(self) -> dict[str, Any]:
+        return {"remark": self.before}
+
+    def new(self) -> dict[str, Any]:
+        return {"remark": self.after}
+
+
+@dataclass(frozen=True)
+class ProvisioningRetried(AuditEvent):
+    action = "order.retry_provisioning"
+    entity = "order"
+    order_id: int
+    before: OrderStatus
+    failure_reason: str | None
+
+    @property
+    def entity_id(self) -> object:
+        return self.order_id
+
+    def old(self) -> dict[str, Any]:
+        return {"status": self.before.value, "failure_reason": self.failure_reason}
+
+    def new(self) -> dict[str, Any]:
+        return {"status": OrderStatus.PENDING.value, "failure_reason": None}
+
+
+@dataclass(frozen=True)
+class OrderCancelled(AuditEvent):
+    action = "order.cancel"
+    entity = "order"
+    order_id: int
+    card_id: int
+
+    @property
+    def entity_id(self) -> object:
+        return self.order_id
+
+    def old(self) -> dict[str, Any]:
+        return {
+            "status": OrderStatus.FAILED.value,
+            "card_id": self.card_id,
+            "card_status": CardStatus.USED.value,
+        }
+
+    def new(self) -> dict[str, Any]:
+        return {
+            "status": OrderStatus.CANCELLED.value,
+            "card_id": self.card_id,
+            "card_status": CardStatus.UNUSED.value,
+        }
+
+
+@dataclass(frozen=True)
+class _TokenVersionChange(AuditEvent):
+    entity = "user"
+    user_id: int
+    old_version: int
+    new_version: int
+
+    @property
+    def entity_id(self) -> object:
+        return self.user_id
+
+    def old(self) -> dict[str, Any]:
+        return {"token_version": self.old_version}
+
+    def new(self) -> dict[str, Any]:
+        return {"token_version": self.new_version}
+
+
+@dataclass(frozen=True)
+class PasswordSet(_TokenVersionChange):
+    """`tihuo users passwd`: a password set by the operator."""
+
+    action = "user.set_password"
+
+
+@dataclass(frozen=True)
+class PasswordChanged(_TokenVersionChange):
+    """`changePassword`: a user's own new password."""
+
+    action = "user.change_password"
+
+
+@dataclass(frozen=True)
+class UserDisabled(_TokenVersionChange):
+    action = "user.disable"
+
+    def old(self) -> dict[str, Any]:
+        return {"disabled": False, **super().old()}
+
+    def new(self) -> dict[str, Any]:
+        return {"disabled": True, **super().new()}
+
+
+@dataclass(frozen=True)
+class UserEnabled(AuditEvent):
+    action = "user.enable"
+    entity = "user"
+    user_id: int
+
+    @property
+    def entity_id(self) -> object:
+        return self.user_id
+
+    def old(self) -> dict[str, Any]:
+        return {"disabled": True}
+
+    def new(self) -> dict[str, Any]:
+        return {"disabled": False}
+
+
+async def record(session: AsyncSession, rt: Runtime, caller: Caller, event: AuditEvent) -> None:
+    """Add the event's row inside the caller's transaction, so the change and its record commit
+    together."""
+    entity_id = event.entity_id
     await session.execute(
         insert(AuditEntry).values(
             actor_id=caller.viewer.id if caller.viewer else None,
-            action=action,
-            entity=entity,
+            action=event.action,
+            entity=event.entity,
             entity_id=None if entity_id is None else str(entity_id),
-            old=old,
-            new=new,
+            old=event.old(),
+            new=event.new(),
             client_address=caller.client_address,
             request_id=caller.request_id,
             at=rt.now(),

@@ -185,15 +185,7 @@ async def create_batch(rt: Runtime, caller: Caller, new: NewBatch) -> CardBatch:
             # only the batch number is unique here: taken by a batch made since the check above
             raise InvalidInput([FieldProblem("batchNo", "field.taken")]) from None
         await _insert_cards(session, rt, batch.id, new.quantity)
-        await audit.record(
-            session,
-            rt,
-            caller,
-            action="card_batch.create",
-            entity="card_batch",
-            entity_id=batch.id,
-            new=_batch_audit_view(batch),
-        )
+        await audit.record(session, rt, caller, audit.BatchCreated(batch.id, _batch_audit_view(batch)))
     metrics.card_batch_generated(new.quantity, time.perf_counter() - started)
     return batch
 
@@ -378,16 +370,7 @@ async def set_batch_status(rt: Runtime, caller: Caller, batch_id: str, status: B
             return batch
         old = batch.status
         batch.status = status
-        await audit.record(
-            session,
-            rt,
-            caller,
-            action="card_batch.set_status",
-            entity="card_batch",
-            entity_id=batch.id,
-            old={"status": old.value},
-            new={"status": status.value},
-        )
+        await audit.record(session, rt, caller, audit.BatchStatusSet(batch.id, old, status))
     return batch
 
 
@@ -416,16 +399,7 @@ async def set_card_status(rt: Runtime, caller: Caller, card_id: str, status: Car
             .where(CardBatch.id == card.batch_id)
             .values(disabled_count=CardBatch.disabled_count + delta)
         )
-        await audit.record(
-            session,
-            rt,
-            caller,
-            action="card.set_status",
-            entity="card",
-            entity_id=card.id,
-            old={"status": old.value},
-            new={"status": status.value},
-        )
+        await audit.record(session, rt, caller, audit.CardStatusSet(card.id, old, status))
         await session.refresh(card)
     return card
 
@@ -442,14 +416,5 @@ async def set_card_remark(rt: Runtime, caller: Caller, card_id: str, remark: str
             return card
         old = card.remark
         card.remark = new_remark
-        await audit.record(
-            session,
-            rt,
-            caller,
-            action="card.set_remark",
-            entity="card",
-            entity_id=card.id,
-            old={"remark": old},
-            new={"remark": new_remark},
-        )
+        await audit.record(session, rt, caller, audit.CardRemarkSet(card.id, old, new_remark))
     return card

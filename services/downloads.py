@@ -66,15 +66,7 @@ async def create_download(rt: Runtime, caller: Caller, batch_id: str, password: 
         )
         session.add(download)
         await session.flush()
-        await audit.record(
-            session,
-            rt,
-            caller,
-            action="card_batch.create_download",
-            entity="card_batch",
-            entity_id=parsed,
-            new={"downloadId": download.id, "expiresAt": expires_at.isoformat()},
-        )
+        await audit.record(session, rt, caller, audit.BatchDownloadCreated(parsed, download.id, expires_at))
     return DownloadLink(token=token, expires_at=expires_at)
 
 

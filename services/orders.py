@@ -62,7 +62,7 @@ async def retry_provisioning(rt: Runtime, caller: Caller, order_id: str) -> Orde
     now = rt.now()
     async with rt.db.write() as session:
         order = await _failed_order(session, order_id)
-        old = {"status": order.status.value, "failure_reason": order.failure_reason}
+        retried = audit.ProvisioningRetried(order.id, order.status, order.failure_reason)
         await _leave_failed(session, order, OrderStatus.PENDING, failure_reason=None)
         requeued = await session.execute(
             update(ProvisioningJob)
@@ -90,16 +90,7 @@ async def retry_provisioning(rt: Runtime, caller: Caller, order_id: str) -> Orde
                     updated_at=now,
                 )
             )
-        await audit.record(
-            session,
-            rt,
-            caller,
-            action="order.retry_provisioning",
-            entity="order",
-            entity_id=order.id,
-            old=old,
-            new={"status": OrderStatus.PENDING.value, "failure_reason": None},
-        )
+        await audit.record(session, rt, caller, retried)
         await session.refresh(order)
     rt.jobs_ready.set()
     return order
@@ -145,24 +136,7 @@ async def cancel_order(rt: Runtime, caller: Caller, order_id: str) -> Order:
                 .values(stock=ProductModel.stock + 1)
                 .execution_options(synchronize_session=False)
             )
-        await audit.record(
-            session,
-            rt,
-            caller,
-            action="order.cancel",
-            entity="order",
-            entity_id=order.id,
-            old={
-                "status": OrderStatus.FAILED.value,
-                "card_id": order.card_id,
-                "card_status": CardStatus.USED.value,
-            },
-            new={
-                "status": OrderStatus.CANCELLED.value,
-                "card_id": order.card_id,
-                "card_status": CardStatus.UNUSED.value,
-            },
-        )
+        await audit.record(session, rt, caller, audit.OrderCancelled(order.id, order.card_id))
         await session.refresh(order)
     return order
 

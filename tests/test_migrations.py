@@ -199,3 +199,36 @@ async def _users_ddl_from_models(tmp_path: Path) -> set[str]:
             return await _users_ddl(connection)
     finally:
         await engine.dispose()
+
+
+# --- 0004: batch writes in the audit log are named batch.* -------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def test_0004_renames_the_batch_actions_of_the_audit_log(backend, tmp_path):
+    async with empty_database(backend, tmp_path) as engine:
+        await migrate(engine, "0003")
+        audit = AuditEntry.__table__
+        async with engine.begin() as connection:
+            for action, entity in [
+                ("card_batch.create", "card_batch"),
+                ("card_batch.set_status", "card_batch"),
+                ("card_batch.create_download", "card_batch"),
+                ("card.set_status", "card"),
+            ]:
+                await connection.execute(
+                    insert(audit).values(action=action, entity=entity, entity_id="7", at=AT)
+                )
+
+        await migrate(engine)
+
+        async with engine.connect() as connection:
+            rows = (
+                await connection.execute(select(audit.c.action, audit.c.entity).order_by(audit.c.id))
+            ).all()
+    assert [tuple(row) for row in rows] == [
+        ("batch.create", "batch"),
+        ("batch.set_status", "batch"),
+        ("batch.create_download", "batch"),
+        ("card.set_status", "card"),
+    ]

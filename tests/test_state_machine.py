@@ -379,7 +379,7 @@ class CardLifeCycle(RuleBasedStateMachine):
         for card in self.run(self._cards_of(batch.id)):
             code = sealer.open(card.code_hash, card.code_cipher, card.key_version)
             self.cards[card.id] = ModelCard(card.id, batch.id, code)
-        self.audit.append(("card_batch.create", "card_batch", str(batch.id)))
+        self.audit.append(("batch.create", "batch", str(batch.id)))
 
     async def _cards_of(self, batch_id: int) -> list[Card]:
         async with self.rt.db.read() as session:
@@ -399,7 +399,7 @@ class CardLifeCycle(RuleBasedStateMachine):
         assert changed is not None and changed.status is status
         if batch.status is not status:
             batch.status = status
-            self.audit.append(("card_batch.set_status", "card_batch", str(batch.id)))
+            self.audit.append(("batch.set_status", "batch", str(batch.id)))
 
     @precondition(lambda self: self.cards)
     @rule(data=st.data(), status=st.sampled_from(list(CardStatus)))

@@ -296,8 +296,8 @@ async def test_create_card_batch_freezes_the_config_and_price_and_makes_the_card
     # and the creation is audited once, with who and from where
     [entry] = await audit_rows(rt)
     assert (entry.action, entry.entity, entry.entity_id, entry.actor_id) == (
-        "card_batch.create",
-        "card_batch",
+        "batch.create",
+        "batch",
         batch_id,
         admin.id,
     )
@@ -899,10 +899,10 @@ async def test_set_card_batch_status_disables_and_enables_with_audit(gql, rt, ca
         }
     }
     assert enabled["data"]["setCardBatchStatus"]["batch"] == {"id": batch["id"], "status": "ACTIVE"}
-    entries = await audit_rows(rt, "card_batch.set_status")
+    entries = await audit_rows(rt, "batch.set_status")
     assert [(e.entity, e.entity_id, e.actor_id, e.client_address, e.old, e.new) for e in entries] == [
-        ("card_batch", batch["id"], admin.id, CLIENT_ADDRESS, {"status": "ACTIVE"}, {"status": "DISABLED"}),
-        ("card_batch", batch["id"], admin.id, CLIENT_ADDRESS, {"status": "DISABLED"}, {"status": "ACTIVE"}),
+        ("batch", batch["id"], admin.id, CLIENT_ADDRESS, {"status": "ACTIVE"}, {"status": "DISABLED"}),
+        ("batch", batch["id"], admin.id, CLIENT_ADDRESS, {"status": "DISABLED"}, {"status": "ACTIVE"}),
     ]
 
 

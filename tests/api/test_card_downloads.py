@@ -92,9 +92,9 @@ async def test_a_download_link_gives_every_code_once_and_is_recorded(gql, client
     assert record.card_count == 45
     assert record.sha256 == hashlib.sha256(body).hexdigest()
     assert await _download_count(gql, admin, batch["id"]) == 1
-    [entry] = await audit_rows(rt, "card_batch.create_download")
+    [entry] = await audit_rows(rt, "batch.create_download")
     assert (entry.entity, entry.entity_id, entry.actor_id, entry.client_address, entry.at) == (
-        "card_batch",
+        "batch",
         batch["id"],
         admin.id,
         CLIENT_ADDRESS,
