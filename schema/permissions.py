@@ -1,6 +1,6 @@
-"""Fields only admins may read, declared once: `admin_field(...)` gives the field both its check and
-the "Admin." of its description. The decision itself is the service layer's (Caller.require_admin),
-so a member asking for an admin's field gets the same FORBIDDEN as for an admin's operation."""
+"""Who may read or call a field, declared once, on the field: `guarded(Audience.ADMIN, ...)` gives it
+both its check (decided by services.access) and the audience line of its description ("Admin.",
+"Member.", ...), so the two cannot drift apart. The services check again for their own callers."""
 
 from __future__ import annotations
 
@@ -9,20 +9,37 @@ from typing import Any
 import strawberry
 from strawberry.permission import BasePermission
 
+from services.access import NOTES, Audience, require
 
-class AdminOnly(BasePermission):
-    """Lets the field resolve for an admin; anyone else gets FORBIDDEN (UNAUTHENTICATED signed out)."""
-
-    def has_permission(self, source: Any, info: Any, **kwargs: Any) -> bool:
-        info.context.caller.require_admin()  # raises the domain's AccessDenied, shaped into the code
-        return True
+AUDIENCE = "audience"  # where the declared audience is kept in a field's metadata
 
 
-ADMIN_NOTE = "Admin."
+def _permission(audience: Audience) -> type[BasePermission]:
+    class Check(BasePermission):
+        def has_permission(self, source: Any, info: Any, **kwargs: Any) -> bool:
+            # raises the domain's Unauthenticated or Forbidden, shaped into its code
+            require(info.context.caller, audience)
+            return True
+
+    Check.__name__ = f"{audience.name.title().replace('_', '')}Only"
+    return Check
+
+
+_CHECKS = {audience: _permission(audience) for audience in Audience if audience is not Audience.ANYONE}
+
+
+def guarded(audience: Audience, *, description: str, note: str | None = None, **kwargs: Any) -> Any:
+    """A field for `audience`; `note` replaces the audience line where the rule needs more words
+    (e.g. "Admins see any; a member only their own")."""
+    checks = [] if audience is Audience.ANYONE else [_CHECKS[audience]]
+    return strawberry.field(
+        description=f"{description} {note or NOTES[audience]}",
+        permission_classes=checks,
+        metadata={AUDIENCE: audience},
+        **kwargs,
+    )
 
 
 def admin_field(*, description: str, **kwargs: Any) -> Any:
     """A field only admins may read (a member asking for it gets FORBIDDEN on it)."""
-    return strawberry.field(
-        description=f"{description} {ADMIN_NOTE}", permission_classes=[AdminOnly], **kwargs
-    )
+    return guarded(Audience.ADMIN, description=description, **kwargs)

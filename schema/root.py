@@ -34,95 +34,118 @@ from schema.orders import (
     OrderType,
     RetryProvisioningResult,
 )
+from schema.permissions import guarded
 from schema.redemption import RedeemCardResult, RedemptionConnection, RedemptionPreviewResult
 from schema.scalars import SCALAR_MAP
+from services.access import Audience
 
 
 @strawberry.type(description="Reads. Catalog reads need a signed-in user; admin and member reads are marked.")
 class Query:
-    me: ViewerType | None = strawberry.field(
-        resolver=accounts.me, description="The signed-in user; null when signed out."
+    me: ViewerType | None = guarded(
+        Audience.ANYONE, resolver=accounts.me, description="The signed-in user; null when signed out."
     )
-    regions: list[RegionType] = strawberry.field(
-        resolver=catalog.regions, description="Regions (and through them lines and images). Anyone signed in."
+    regions: list[RegionType] = guarded(
+        Audience.SIGNED_IN,
+        resolver=catalog.regions,
+        description="Regions (and through them lines and images).",
     )
-    product_models: list[ProductModelType] = strawberry.field(
-        resolver=catalog.product_models, description="Bare-metal models of a line. Anyone signed in."
+    product_models: list[ProductModelType] = guarded(
+        Audience.SIGNED_IN, resolver=catalog.product_models, description="Bare-metal models of a line."
     )
-    hosting_plans: list[HostingPlanType] = strawberry.field(
-        resolver=catalog.hosting_plans, description="Virtual-host plans of a line. Anyone signed in."
+    hosting_plans: list[HostingPlanType] = guarded(
+        Audience.SIGNED_IN, resolver=catalog.hosting_plans, description="Virtual-host plans of a line."
     )
-    quote: QuoteResult = strawberry.field(
-        resolver=catalog.quote, description="Price a configuration (Linux and Windows). Admin."
+    quote: QuoteResult = guarded(
+        Audience.ADMIN, resolver=catalog.quote, description="Price a configuration (Linux and Windows)."
     )
-    card_batches: CardBatchConnection = strawberry.field(
-        resolver=cards.card_batches, description="Batches, newest first, with filters. Admin."
+    card_batches: CardBatchConnection = guarded(
+        Audience.ADMIN, resolver=cards.card_batches, description="Batches, newest first, with filters."
     )
-    card_batch: CardBatchType | None = strawberry.field(
-        resolver=cards.card_batch, description="One batch with its cards; null if there is none. Admin."
+    card_batch: CardBatchType | None = guarded(
+        Audience.ADMIN,
+        resolver=cards.card_batch,
+        description="One batch with its cards; null if there is none.",
     )
-    redemptions: RedemptionConnection = strawberry.field(
-        resolver=redemption.redemptions, description="The usage log (提货卡使用记录), newest first. Admin."
+    redemptions: RedemptionConnection = guarded(
+        Audience.ADMIN,
+        resolver=redemption.redemptions,
+        description="The usage log (提货卡使用记录), newest first.",
     )
-    orders: OrderConnection = strawberry.field(
-        resolver=order_resolvers.order_list, description="Orders, newest first. Admin."
+    orders: OrderConnection = guarded(
+        Audience.ADMIN, resolver=order_resolvers.order_list, description="Orders, newest first."
     )
-    order: OrderType | None = strawberry.field(
+    order: OrderType | None = guarded(
+        Audience.SIGNED_IN,
         resolver=order_resolvers.order,
-        description="One order. Admins see any; a member only their own (else null).",
+        description="One order.",
+        note="Admins see any; a member only their own (else null).",
     )
-    redemption_preview: RedemptionPreviewResult = strawberry.field(
+    redemption_preview: RedemptionPreviewResult = guarded(
+        Audience.MEMBER,
         resolver=redemption.redemption_preview,
-        description="Step 2 of redeeming: what the card gives and the images to choose from. Member.",
+        description="Step 2 of redeeming: what the card gives and the images to choose from.",
     )
-    my_redemptions: RedemptionConnection = strawberry.field(
-        resolver=redemption.my_redemptions, description="The member's redeemed cards, newest first. Member."
+    my_redemptions: RedemptionConnection = guarded(
+        Audience.MEMBER,
+        resolver=redemption.my_redemptions,
+        description="The member's redeemed cards, newest first.",
     )
-    my_instances: InstanceConnection = strawberry.field(
-        resolver=order_resolvers.my_instances, description="The member's products, newest first. Member."
+    my_instances: InstanceConnection = guarded(
+        Audience.MEMBER,
+        resolver=order_resolvers.my_instances,
+        description="The member's products, newest first.",
     )
 
 
 @strawberry.type(description="Writes. Each returns a result union: success, or the business error as data.")
 class Mutation:
-    login: LoginResult = strawberry.field(
+    login: LoginResult = guarded(
+        Audience.ANYONE,
         resolver=accounts.login,
         description="Sign in. Five wrong passwords in 15 minutes (per username and per address) lock it for a while.",
     )
-    change_password: ChangePasswordResult = strawberry.field(
+    change_password: ChangePasswordResult = guarded(
+        Audience.SIGNED_IN,
         resolver=accounts.change_password,
         description="Change the signed-in user's own password; every older token stops working and a new one "
-        "is returned. Wrong current passwords are limited like logins. Anyone signed in.",
+        "is returned. Wrong current passwords are limited like logins.",
     )
-    create_card_batch: CreateCardBatchResult = strawberry.field(
+    create_card_batch: CreateCardBatchResult = guarded(
+        Audience.ADMIN,
         resolver=cards.create_card_batch,
-        description="Price a configuration and generate a batch of one-time cards. Nothing is made on an error. Admin.",
+        description="Price a configuration and generate a batch of one-time cards. Nothing is made on an error.",
     )
-    set_card_batch_status: SetCardBatchStatusResult = strawberry.field(
-        resolver=cards.set_card_batch_status, description="Disable or enable a whole batch. Admin."
+    set_card_batch_status: SetCardBatchStatusResult = guarded(
+        Audience.ADMIN, resolver=cards.set_card_batch_status, description="Disable or enable a whole batch."
     )
-    set_card_status: SetCardStatusResult = strawberry.field(
+    set_card_status: SetCardStatusResult = guarded(
+        Audience.ADMIN,
         resolver=cards.set_card_status,
-        description="Disable or enable one card; UNUSED <-> DISABLED only. Admin.",
+        description="Disable or enable one card; UNUSED <-> DISABLED only.",
     )
-    set_card_remark: SetCardRemarkResult = strawberry.field(
-        resolver=cards.set_card_remark, description="Set a card's remark (备注). Admin."
+    set_card_remark: SetCardRemarkResult = guarded(
+        Audience.ADMIN, resolver=cards.set_card_remark, description="Set a card's remark (备注)."
     )
-    redeem_card: RedeemCardResult = strawberry.field(
+    redeem_card: RedeemCardResult = guarded(
+        Audience.MEMBER,
         resolver=redemption.redeem_card,
-        description="Redeem a card: the order is placed and provisioning starts; the card is then void. Member.",
+        description="Redeem a card: the order is placed and provisioning starts; the card is then void.",
     )
-    retry_provisioning: RetryProvisioningResult = strawberry.field(
+    retry_provisioning: RetryProvisioningResult = guarded(
+        Audience.ADMIN,
         resolver=order_resolvers.retry_provisioning,
-        description="Queue a FAILED order's provisioning again. Admin.",
+        description="Queue a FAILED order's provisioning again.",
     )
-    cancel_order: CancelOrderResult = strawberry.field(
+    cancel_order: CancelOrderResult = guarded(
+        Audience.ADMIN,
         resolver=order_resolvers.cancel_order,
-        description="Cancel a FAILED order; its card becomes UNUSED again (R7: failures are recoverable). Admin.",
+        description="Cancel a FAILED order; its card becomes UNUSED again (R7: failures are recoverable).",
     )
-    create_card_batch_download: CreateCardBatchDownloadResult = strawberry.field(
+    create_card_batch_download: CreateCardBatchDownloadResult = guarded(
+        Audience.ADMIN,
         resolver=cards.create_card_batch_download,
-        description="After re-checking the admin's own password: a single-use link to the batch's codes. Admin.",
+        description="After re-checking the admin's own password: a single-use link to the batch's codes.",
     )
 
 
