@@ -21,7 +21,7 @@ from schema.cards import (
     batch_connection,
 )
 from schema.common import CardBatchStatusEnum, CardStatusEnum
-from schema.pagination import AFTER_DESCRIPTION, FIRST_DESCRIPTION, OFFSET_DESCRIPTION
+from schema.pagination import After, First, Offset
 from services import cards, downloads
 
 ID = Annotated[strawberry.ID, strawberry.argument(description="The object's id.")]
@@ -30,9 +30,9 @@ ID = Annotated[strawberry.ID, strawberry.argument(description="The object's id."
 async def card_batches(
     info: Info,
     filter: Annotated[CardBatchFilter | None, strawberry.argument(description="Narrow the list.")] = None,
-    first: Annotated[int | None, strawberry.argument(description=FIRST_DESCRIPTION)] = 20,
-    after: Annotated[str | None, strawberry.argument(description=AFTER_DESCRIPTION)] = None,
-    offset: Annotated[int | None, strawberry.argument(description=OFFSET_DESCRIPTION)] = None,
+    first: First = 20,
+    after: After = None,
+    offset: Offset = None,
 ) -> CardBatchConnection:
     ctx = info.context
     wanted = filter.to_service() if filter else cards.BatchFilter()

@@ -7,7 +7,6 @@ from typing import Annotated
 import strawberry
 from strawberry.types import Info
 
-from resolvers.redemption import After, First, Offset
 from schema.orders import (
     CancelOrderSuccess,
     InstanceConnection,
@@ -18,6 +17,7 @@ from schema.orders import (
     instance_connection,
     order_connection,
 )
+from schema.pagination import After, First, Offset
 from services import orders
 
 OrderId = Annotated[strawberry.ID, strawberry.argument(description="The order.")]

@@ -8,7 +8,7 @@ import strawberry
 from strawberry.types import Info
 
 from schema.orders import OrderType
-from schema.pagination import AFTER_DESCRIPTION, FIRST_DESCRIPTION, OFFSET_DESCRIPTION
+from schema.pagination import After, First, Offset
 from schema.redemption import (
     RedeemCardInput,
     RedeemCardSuccess,
@@ -18,10 +18,6 @@ from schema.redemption import (
     redemption_connection,
 )
 from services import redemption
-
-First = Annotated[int | None, strawberry.argument(description=FIRST_DESCRIPTION)]
-After = Annotated[str | None, strawberry.argument(description=AFTER_DESCRIPTION)]
-Offset = Annotated[int | None, strawberry.argument(description=OFFSET_DESCRIPTION)]
 
 
 async def redemption_preview(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import strawberry
 from strawberry.types import Info
 
 from models import Card, CardBatch
 from schema.catalog import ProductConfigInput, ProductConfigType
-from schema.common import CardBatchStatusEnum, CardStatusEnum, ProductTypeEnum
+from schema.common import CardBatchStatusEnum, CardStatusEnum, ProductTypeEnum, later
 from schema.errors import (
     InvalidInputErrorType,
     InvalidStateErrorType,
@@ -20,19 +20,13 @@ from schema.errors import (
     RateLimitedErrorType,
     WrongPasswordErrorType,
 )
-from schema.pagination import (
-    AFTER_DESCRIPTION,
-    FIRST_DESCRIPTION,
-    OFFSET_DESCRIPTION,
-    PageInfo,
-    build_connection,
-)
+from schema.pagination import After, First, Offset, PageInfo, build_connection
 from schema.permissions import admin_field
 from services import cards, codes
 from services.paging import Page
 
-if TYPE_CHECKING:
-    from schema.orders import OrderType
+# Orders stand above cards (an order is paid by a card): the link back is lazy, never an import
+_ORDER_TYPE = later("schema.orders", "OrderType")
 
 
 @strawberry.type(
@@ -85,9 +79,9 @@ class CardBatchType:
     async def cards(
         self,
         info: Info,
-        first: Annotated[int | None, strawberry.argument(description=FIRST_DESCRIPTION)] = 20,
-        after: Annotated[str | None, strawberry.argument(description=AFTER_DESCRIPTION)] = None,
-        offset: Annotated[int | None, strawberry.argument(description=OFFSET_DESCRIPTION)] = None,
+        first: First = 20,
+        after: After = None,
+        offset: Offset = None,
         status: Annotated[
             CardStatusEnum | None, strawberry.argument(description="Only cards in this state.")
         ] = None,
@@ -139,11 +133,9 @@ class CardType:
         return CardBatchType.of(await info.context.loaders.batch.load(self.batch_id))
 
     @strawberry.field(description="The order it paid for, once used (a cancelled order is not shown).")
-    async def order(self, info: Info) -> Annotated[OrderType, strawberry.lazy("schema.orders")] | None:
-        from schema.orders import OrderType
-
+    async def order(self, info: Info) -> Annotated[OrderType, strawberry.lazy("schema.orders")] | None:  # noqa: F821
         row = await info.context.loaders.order_by_card.load(int(self.id))
-        return None if row is None else OrderType.of(row)
+        return None if row is None else _ORDER_TYPE().of(row)
 
     @strawberry.field(description="Past its batch's validity day (business time zone).")
     async def expired(self, info: Info) -> bool:

@@ -4,6 +4,9 @@ each value with its description: GraphiQL is where developers learn what a value
 from __future__ import annotations
 
 import enum
+import importlib
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 import strawberry
@@ -82,3 +85,15 @@ OrderStatusEnum = described_enum(
         OrderStatus.CANCELLED: "Cancelled by an admin after a failure; its card is UNUSED again.",
     },
 )
+
+
+def later(module: str, name: str) -> Callable[[], Any]:
+    """The class `name` of `module`, looked up when first called: for the one link from a type to a
+    type of a domain above it (a card's order), which an import would turn into a cycle. Its
+    annotation says the same lazily, with `strawberry.lazy(module)`."""
+
+    @cache
+    def find() -> Any:
+        return getattr(importlib.import_module(module), name)
+
+    return find

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import strawberry
 from strawberry.types import Info
 
 from models import Instance, Order
+from schema.cards import CardType
 from schema.catalog import OsImageType, ProductConfigType
 from schema.common import OrderStatusEnum, ProductTypeEnum
 from schema.errors import InvalidStateErrorType, NotFoundErrorType
 from schema.pagination import PageInfo, build_connection
 from services import orders as order_service
 from services.paging import Page
-
-if TYPE_CHECKING:
-    from schema.cards import CardType
 
 
 def _id(value: int) -> strawberry.ID:
@@ -104,9 +102,7 @@ class OrderType:
         return await _os_image(info, self.row.os_image_id)
 
     @strawberry.field(description="The card that paid for it.")
-    async def card(self, info: Info) -> Annotated[CardType, strawberry.lazy("schema.cards")]:
-        from schema.cards import CardType
-
+    async def card(self, info: Info) -> CardType:
         return CardType.of(await info.context.loaders.card.load(self.row.card_id))
 
     @strawberry.field(description="The instance, once the product is open.")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import strawberry
 
@@ -14,6 +14,11 @@ C = TypeVar("C")
 FIRST_DESCRIPTION = "How many, 1..100 (default 20)."
 AFTER_DESCRIPTION = "The `endCursor` of the page before; not with `offset`."
 OFFSET_DESCRIPTION = "Skip this many to jump to a page; not with `after`."
+
+# a list's paging arguments, as every list field and resolver declares them
+First = Annotated[int | None, strawberry.argument(description=FIRST_DESCRIPTION)]
+After = Annotated[str | None, strawberry.argument(description=AFTER_DESCRIPTION)]
+Offset = Annotated[int | None, strawberry.argument(description=OFFSET_DESCRIPTION)]
 
 
 @strawberry.type(name="PageInfo", description="Where a page sits in its list.")
