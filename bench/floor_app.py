@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 import strawberry
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from starlette.applications import Starlette
 from starlette.routing import Route
 from strawberry.asgi import GraphQL
@@ -22,8 +22,13 @@ from strawberry.extensions import ParserCache, ValidationCache
 from tihuo.db import Database
 from tihuo.sql import Sql
 
-CLAIM = Sql("UPDATE floor_cards SET used = 1 WHERE code = $1 AND used = 0 RETURNING code")
-INSERT = Sql("INSERT INTO floor_orders (code) VALUES ($1)")
+CLAIM = Sql(
+    text("UPDATE floor_cards SET used = 1 WHERE code = :code AND used = 0 RETURNING code").bindparams(
+        bindparam("code")
+    ),
+    reads_only=False,
+)
+INSERT = Sql(text("INSERT INTO floor_orders (code) VALUES (:code)"), reads_only=False)
 TABLES = (
     "CREATE TABLE IF NOT EXISTS floor_cards (code TEXT PRIMARY KEY, used INTEGER NOT NULL DEFAULT 0)",
     "CREATE TABLE IF NOT EXISTS floor_orders (id {serial} PRIMARY KEY, code TEXT NOT NULL)",
@@ -40,10 +45,10 @@ def create_app() -> Starlette:
     driver = os.environ.get("FLOOR_DRIVER") == "1"
 
     def claim_and_insert(code: str):  # a plan (tihuo.sql)
-        claimed = yield CLAIM, (code,)
+        claimed = yield CLAIM, {"code": code}
         if not claimed:
             return False
-        yield INSERT, (code,)
+        yield INSERT, {"code": code}
         return True
 
     @strawberry.type

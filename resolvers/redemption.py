@@ -17,7 +17,7 @@ from schema.redemption import (
     RedemptionPreviewType,
     redemption_connection,
 )
-from services import redemption
+from services import redemption, usage_log
 
 
 async def redemption_preview(
@@ -51,8 +51,8 @@ async def redemptions(
     offset: Offset = None,
 ) -> RedemptionConnection:
     ctx = info.context
-    wanted = filter.to_service() if filter else redemption.RedemptionFilter()
-    page = await redemption.list_redemptions(
+    wanted = filter.to_service() if filter else usage_log.RedemptionFilter()
+    page = await usage_log.list_redemptions(
         ctx.rt, ctx.caller, wanted, first=first, after=after, offset=offset
     )
     return redemption_connection(page)
@@ -68,7 +68,7 @@ async def my_redemptions(
     offset: Offset = None,
 ) -> RedemptionConnection:
     ctx = info.context
-    page = await redemption.my_redemptions(
+    page = await usage_log.my_redemptions(
         ctx.rt, ctx.caller, keyword, first=first, after=after, offset=offset
     )
     return redemption_connection(page)

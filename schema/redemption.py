@@ -23,6 +23,7 @@ from schema.errors import (
 from schema.orders import OrderType
 from schema.pagination import PageInfo, build_connection
 from services import redemption as redemption_service
+from services import usage_log
 from services.paging import Page
 
 
@@ -151,8 +152,8 @@ class RedemptionFilter:
         default=None, description="The card's last 4 symbols, or part of the card name."
     )
 
-    def to_service(self) -> redemption_service.RedemptionFilter:
-        return redemption_service.RedemptionFilter(
+    def to_service(self) -> usage_log.RedemptionFilter:
+        return usage_log.RedemptionFilter(
             batch_id=None if self.batch_id is None else str(self.batch_id),
             member_id=None if self.member_id is None else str(self.member_id),
             product_type=self.product_type,

@@ -57,6 +57,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh-CN": "只有开通失败的订单可以执行此操作。",
         "en": "Only a FAILED order allows this.",
     },
+    # what a card gives, as people call it (R1)
+    "product.CLOUD_SERVER": {"zh-CN": "云服务器", "en": "Cloud server"},
+    "product.VIRTUAL_HOST": {"zh-CN": "云虚拟主机", "en": "Cloud virtual host"},
+    "product.BARE_METAL": {"zh-CN": "裸金属服务器", "en": "Bare-metal server"},
     # field problems
     "field.required": {"zh-CN": "必填。", "en": "Required."},
     "field.not_for_product": {
@@ -179,3 +183,8 @@ def render(key: str, locale: str = DEFAULT_LOCALE, **params: Any) -> str:
         return template.format(**params)
     except (KeyError, IndexError):
         return template
+
+
+def product_name(product_type: str, locale: str = DEFAULT_LOCALE) -> str:
+    """What people call a product type ("云服务器"); `product_type` is its value ("CLOUD_SERVER")."""
+    return render(f"product.{product_type}", locale)

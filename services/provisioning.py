@@ -44,6 +44,7 @@ from models import (
     User,
 )
 from services import metrics
+from services.messages import product_name
 from services.runtime import Runtime
 from tihuo.settings import Settings
 
@@ -58,11 +59,6 @@ REDACTED = "******"
 # orders.failure_reason and provisioning_jobs.last_error are VARCHAR(500)
 REASON_MAX = 500
 EXCERPT_MAX = 200
-PRODUCT_NAMES = {
-    ProductType.CLOUD_SERVER: "云服务器",
-    ProductType.VIRTUAL_HOST: "云虚拟主机",
-    ProductType.BARE_METAL: "裸金属服务器",
-}
 INSTANCE_PREFIXES = {
     ProductType.CLOUD_SERVER: "cs",
     ProductType.VIRTUAL_HOST: "vh",
@@ -342,7 +338,7 @@ def mask_phone(phone: str | None) -> str:
 
 
 def sms_text(product_type: ProductType, ip_address: str | None, password: str) -> str:
-    parts = [f"【tihuo】您的{PRODUCT_NAMES[ProductType(product_type)]}已开通"]
+    parts = [f"【tihuo】您的{product_name(ProductType(product_type))}已开通"]
     if ip_address:
         parts.append(f"IP：{ip_address}")
     parts.append(f"登录密码：{password}")

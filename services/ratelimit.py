@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import ColumnElement, and_, bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,11 +35,28 @@ def subjects(**parts: object) -> list[str]:
     return [f"{kind}:{value}" for kind, value in parts.items() if value not in (None, "")]
 
 
+def blocked(until: Any, now: Any) -> Any:
+    """The rule: a subject is blocked while its `blocked_until` lies ahead. For a stored value (None:
+    never blocked) and, given columns or bind parameters, as the SQL condition (the redemption's
+    look-up asks it in its one statement: services.redemption_store)."""
+    if isinstance(until, ColumnElement):
+        return until > now
+    return until is not None and until > now
+
+
+def blocking(counters: Any, *, scope: Any, subjects: Any, now: Any) -> Any:
+    """The condition on an attempt_counters table (or alias) for the rows that block now."""
+    return and_(
+        counters.c.scope == scope, counters.c.subject.in_(subjects), blocked(counters.c.blocked_until, now)
+    )
+
+
 # built once: this runs on every attempt
-_BLOCKED = select(AttemptCounter.blocked_until).where(
-    AttemptCounter.scope == bindparam("scope"),
-    AttemptCounter.subject.in_(bindparam("keys", expanding=True)),
-    AttemptCounter.blocked_until > bindparam("now"),
+_COUNTERS = AttemptCounter.__table__
+_BLOCKED = select(_COUNTERS.c.blocked_until).where(
+    blocking(
+        _COUNTERS, scope=bindparam("scope"), subjects=bindparam("keys", expanding=True), now=bindparam("now")
+    )
 )
 
 
@@ -48,10 +66,9 @@ async def ensure_allowed(session: AsyncSession, rt: Runtime, scope: str, keys: I
     if not keys:
         return
     now = rt.now()
-    rows = await session.scalars(_BLOCKED, {"scope": scope, "keys": keys, "now": now})
-    blocked = [until for until in rows if until is not None]
-    if blocked:
-        raise RateLimited(seconds_until(max(blocked), now))
+    rows = list(await session.scalars(_BLOCKED, {"scope": scope, "keys": keys, "now": now}))
+    if rows:
+        raise RateLimited(seconds_until(max(rows), now))
 
 
 async def record_failure(session: AsyncSession, rt: Runtime, scope: str, keys: Iterable[str]) -> None:
@@ -76,7 +93,7 @@ async def record_failure(session: AsyncSession, rt: Runtime, scope: str, keys: I
             .with_for_update()
         )
         assert counter is not None
-        if counter.blocked_until is not None and counter.blocked_until > now:
+        if blocked(counter.blocked_until, now):
             raise RateLimited(seconds_until(counter.blocked_until, now))
         _count(counter, now, window, settings.failed_attempt_limit)
 
@@ -108,9 +125,9 @@ async def clear(session: AsyncSession, rt: Runtime, scope: str, keys: Iterable[s
             .with_for_update()
         )
     )
-    blocked = [c.blocked_until for c in counters if c.blocked_until is not None and c.blocked_until > now]
-    if blocked:
-        raise RateLimited(seconds_until(max(blocked), now))
+    ahead = [c.blocked_until for c in counters if blocked(c.blocked_until, now)]
+    if ahead:
+        raise RateLimited(seconds_until(max(ahead), now))
     for counter in counters:
         counter.failures = 0
 

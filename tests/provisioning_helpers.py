@@ -1,42 +1,40 @@
-"""Test helpers for provisioning: orders placed the way a redemption leaves them (card claimed, order
-PENDING, redemption logged, job QUEUED), written straight through the ORM, and readers of the result."""
+"""Test helpers for provisioning: orders placed by a real redemption (a batch made by the card
+service, one of its cards redeemed by the redemption service, so the order, its card, the log row
+and the job are exactly what `redeemCard` writes), and readers of the result."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from models import (
     AuditEntry,
-    BatchStatus,
     Card,
-    CardBatch,
-    CardStatus,
     HostingPlan,
     Instance,
-    JobStatus,
     Line,
     Order,
-    OrderStatus,
     OsImage,
     ProductModel,
     ProductType,
     ProvisioningJob,
-    Redemption,
-    Region,
+    Role,
+    User,
 )
+from services import cards, codes, redemption
+from services.accounts import create_user
+from services.pricing import ConfigInput
 from services.provisioning import ProvisionRequest, ProvisionResult
-from services.runtime import Runtime
+from services.runtime import Caller, Runtime, Viewer
 
 CARD_NAME = "测试提货卡"
+ISSUER = "provisioning-admin"
 
 
 @dataclass(frozen=True)
@@ -55,6 +53,45 @@ def with_settings(rt: Runtime, **changes: Any) -> Runtime:
     return dataclasses.replace(rt, settings=rt.settings.model_copy(update=changes))
 
 
+async def _viewer(rt: Runtime, username: str) -> Viewer | None:
+    async with rt.db.read() as session:
+        user = await session.scalar(select(User).where(User.username == username))
+    return None if user is None else Viewer(id=user.id, username=user.username, role=user.role)
+
+
+async def _issuer(rt: Runtime) -> Caller:
+    """The admin who makes the helpers' batches (made once per database)."""
+    viewer = await _viewer(rt, ISSUER) or await create_user(
+        rt, username=ISSUER, password="issuer password 1", role=Role.ADMIN
+    )
+    return Caller(viewer=viewer)
+
+
+async def _config(
+    rt: Runtime, product_type: ProductType, line_code: str, months: int, model_code: str, plan_code: str
+) -> ConfigInput:
+    async with rt.db.read() as session:
+        line = await session.scalar(select(Line.id).where(Line.code == line_code))
+        model = await session.scalar(select(ProductModel.id).where(ProductModel.code == model_code))
+        plan = await session.scalar(select(HostingPlan.id).where(HostingPlan.code == plan_code))
+    if product_type is ProductType.BARE_METAL:
+        return ConfigInput(
+            product_type, str(line), months, bandwidth_mbps=10, defense_gbps=0, product_model_id=str(model)
+        )
+    if product_type is ProductType.VIRTUAL_HOST:
+        return ConfigInput(product_type, str(line), months, plan_id=str(plan))
+    return ConfigInput(
+        product_type,
+        str(line),
+        months,
+        cpu_cores=1,
+        memory_gb=1,
+        disk_gb=10,
+        bandwidth_mbps=10,
+        defense_gbps=0,
+    )
+
+
 async def place_order(
     rt: Runtime,
     member_id: int,
@@ -66,128 +103,42 @@ async def place_order(
     model_code: str = "bm-e5-2650",
     plan_code: str = "vh-basic",
 ) -> PlacedOrder:
-    """What `redeemCard` commits: a used card of a one-card batch, its PENDING order with the batch's
-    frozen config, the redemption row, a bare-metal model's stock taken, and a QUEUED job due now."""
-    now = rt.now()
-    async with rt.db.write() as session:
-        line, region = (
-            await session.execute(
-                select(Line, Region).join(Region, Region.id == Line.region_id).where(Line.code == line_code)
-            )
-        ).one()
-        model = plan = None
-        if product_type is ProductType.BARE_METAL:
-            model = await session.scalar(select(ProductModel).where(ProductModel.code == model_code))
-        if product_type is ProductType.VIRTUAL_HOST:
-            plan = await session.scalar(select(HostingPlan).where(HostingPlan.code == plan_code))
-            os_code = None
-        os_image_id = (
-            None
-            if os_code is None
-            else await session.scalar(select(OsImage.id).where(OsImage.code == os_code))
-        )
-        config = {
-            "productType": product_type.value,
-            "regionName": region.name,
-            "lineName": line.name,
-            "lineId": str(line.id),
-            "months": months,
-            "cpuCores": 1 if product_type is ProductType.CLOUD_SERVER else None,
-            "memoryGb": 1 if product_type is ProductType.CLOUD_SERVER else None,
-            "diskGb": 10 if product_type is ProductType.CLOUD_SERVER else None,
-            "bandwidthMbps": None if plan else 10,
-            "defenseGbps": None if plan else 0,
-            "ipCount": 1 if model else None,
-            "productModelId": str(model.id) if model else None,
-            "productModelName": model.name if model else None,
-            "planId": str(plan.id) if plan else None,
-            "planName": plan.name if plan else None,
-            "summary": f"{line.name} {product_type.value}",
-        }
-        batch = CardBatch(
-            batch_no="B" + secrets.token_hex(6),
-            name=CARD_NAME,
-            product_type=product_type,
-            line_id=line.id,
-            product_model_id=model.id if model else None,
-            hosting_plan_id=plan.id if plan else None,
-            months=months,
-            config=config,
-            reference_price=Decimal("83.66"),
-            windows_price=None,
-            quantity=1,
-            used_count=1,
-            valid_until=date(2099, 12, 31),
-            status=BatchStatus.ACTIVE,
-            created_by=member_id,
-            created_at=now,
-        )
-        session.add(batch)
-        await session.flush()
-        card = Card(
-            batch_id=batch.id,
-            seq=1,
-            code_hash=secrets.token_bytes(32),
-            code_cipher=secrets.token_bytes(48),
-            key_version=1,
-            last4="T8HR",
-            status=CardStatus.USED,
-            used_at=now,
-            member_id=member_id,
-        )
-        session.add(card)
-        await session.flush()
-        order = Order(
-            order_no="T" + secrets.token_hex(8).upper(),
-            member_id=member_id,
-            card_id=card.id,
-            batch_id=batch.id,
-            product_type=product_type,
-            config=config,
-            os_image_id=os_image_id,
-            list_price=Decimal("83.66"),
-            status=OrderStatus.PENDING,
-            created_at=now,
-        )
-        session.add(order)
-        await session.flush()
-        session.add(
-            Redemption(
-                card_id=card.id,
-                batch_id=batch.id,
-                member_id=member_id,
-                order_id=order.id,
-                product_type=product_type,
-                card_name=CARD_NAME,
-                card_last4="T8HR",
-                redeemed_at=now,
-            )
-        )
-        if model is not None:
-            await session.execute(
-                update(ProductModel).where(ProductModel.id == model.id).values(stock=ProductModel.stock - 1)
-            )
-        job = ProvisioningJob(
-            order_id=order.id,
-            status=JobStatus.QUEUED,
-            attempts=0,
-            run_after=now,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(job)
-        await session.flush()
-        placed = PlacedOrder(
-            order_id=order.id,
-            order_no=order.order_no,
-            card_id=card.id,
-            batch_id=batch.id,
-            job_id=job.id,
-            line_id=line.id,
-            product_model_id=model.id if model else None,
-        )
-    rt.jobs_ready.set()
-    return placed
+    """What `redeemCard` commits, made by it: a one-card batch of the configuration, and its card
+    redeemed by the member with the image `os_code` (none for a virtual host)."""
+    issuer = await _issuer(rt)
+    config = await _config(rt, product_type, line_code, months, model_code, plan_code)
+    batch = await cards.create_batch(
+        rt,
+        issuer,
+        cards.NewBatch(
+            name=CARD_NAME, batch_no=None, config=config, quantity=1, valid_until=date(2099, 12, 31)
+        ),
+    )
+    async with rt.db.read() as session:
+        card = await session.scalar(select(Card).where(Card.batch_id == batch.id))
+        image = None
+        if product_type is not ProductType.VIRTUAL_HOST and os_code is not None:
+            image = await session.scalar(select(OsImage.id).where(OsImage.code == os_code))
+        user = await session.get(User, member_id)
+    assert card is not None and user is not None
+    code = codes.CodeSealer(rt.keys).open(card.code_hash, card.code_cipher, card.key_version)
+    member = Caller(viewer=Viewer(id=user.id, username=user.username, role=user.role))
+    redeemed = await redemption.redeem_card(
+        rt, member, redemption.RedeemRequest(code=code, os_image_id=None if image is None else str(image))
+    )
+    order = redeemed.order
+    async with rt.db.read() as session:
+        job_id = await session.scalar(select(ProvisioningJob.id).where(ProvisioningJob.order_id == order.id))
+    assert job_id is not None
+    return PlacedOrder(
+        order_id=order.id,
+        order_no=order.order_no,
+        card_id=card.id,
+        batch_id=batch.id,
+        job_id=job_id,
+        line_id=batch.line_id,
+        product_model_id=batch.product_model_id,
+    )
 
 
 @dataclass(frozen=True)
@@ -211,9 +162,14 @@ async def all_instances(rt: Runtime) -> list[Instance]:
         return list(await session.scalars(select(Instance).order_by(Instance.id)))
 
 
-async def audit_rows(rt: Runtime) -> list[AuditEntry]:
+async def audit_rows(rt: Runtime, entity: str = "order") -> list[AuditEntry]:
+    """The audit rows about `entity` (the helpers' own batches are audited too, as `batch`)."""
     async with rt.db.read() as session:
-        return list(await session.scalars(select(AuditEntry).order_by(AuditEntry.id)))
+        return list(
+            await session.scalars(
+                select(AuditEntry).where(AuditEntry.entity == entity).order_by(AuditEntry.id)
+            )
+        )
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], *, seconds: float = 10.0) -> None:

@@ -7,24 +7,38 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import bindparam, func, insert, select, text, update
 
 from models import BatchStatus, CardBatch, Line, ProductType
 from tihuo.db import CheckFailed, DuplicateKey
 from tihuo.sql import Shape, Sql
 
-BATCH = Shape(CardBatch, "b", "b")
-BATCH_BY_ID = Sql("SELECT {batch} FROM card_batches b WHERE b.id = $1", batch=BATCH)
-INSERT_BATCH = Sql(
-    """INSERT INTO card_batches (batch_no, name, product_type, line_id, months, config, reference_price,
-                                 windows_price, quantity, used_count, disabled_count, download_count,
-                                 valid_until, status, created_by, created_at)
-       VALUES ($1, $2, $3, $4, 1, $5, $6, $7, 10, 0, 0, 0, $8, $9, $10, $11) RETURNING id"""
+BATCHES = CardBatch.__table__
+_b = BATCHES.alias("b")
+BATCH = Shape(CardBatch, "b", _b)
+BATCH_BY_ID = Sql(select(*BATCH.columns).where(_b.c.id == bindparam("id")))
+NEW_BATCH = (
+    "batch_no",
+    "name",
+    "product_type",
+    "line_id",
+    "config",
+    "reference_price",
+    "windows_price",
+    "valid_until",
+    "status",
+    "created_by",
+    "created_at",
 )
+_INSERT_BATCH = insert(BATCHES).values(
+    {name: bindparam(name, type_=BATCHES.c[name].type) for name in NEW_BATCH}
+    | {"months": 1, "quantity": 10, "used_count": 0, "disabled_count": 0, "download_count": 0}
+)
+INSERT_BATCH = Sql(_INSERT_BATCH.returning(BATCHES.c.id))
 SHANGHAI = timezone(timedelta(hours=8))
 
 
-def one(statement: Sql, *args: object):
+def one(statement: Sql, **args: object):
     """A plan of one statement, returning its rows."""
 
     def plan(_codec):
@@ -32,6 +46,10 @@ def one(statement: Sql, *args: object):
         return rows
 
     return plan
+
+
+def new_batch(*values: object) -> dict[str, object]:
+    return dict(zip(NEW_BATCH, values, strict=True))
 
 
 async def some_line(rt) -> int:
@@ -78,7 +96,7 @@ async def test_a_row_written_by_sqlalchemy_reads_back_the_same_through_the_drive
 
 
 def _load(codec, batch_id):
-    rows = yield BATCH_BY_ID, (batch_id,)
+    rows = yield BATCH_BY_ID, {"id": batch_id}
     return BATCH.values(rows[0], codec)
 
 
@@ -99,7 +117,7 @@ async def test_values_written_through_the_driver_read_back_the_same_through_sqla
         created,
     )
 
-    [row] = await rt.db.run_write(one(INSERT_BATCH, *args))
+    [row] = await rt.db.run_write(one(INSERT_BATCH, **new_batch(*args)))
 
     async with rt.db.read() as session:
         stored = await session.get(CardBatch, row["id"])
@@ -116,14 +134,21 @@ async def test_values_written_through_the_driver_read_back_the_same_through_sqla
         created.astimezone(UTC),
     )
     # and the driver's comparisons of stored times agree with time itself (SQLite compares text)
-    newer = Sql("SELECT count(*) AS n FROM card_batches WHERE id = $1 AND created_at > $2")
+    newer = Sql(
+        select(func.count().label("n")).where(
+            BATCHES.c.id == bindparam("id"), BATCHES.c.created_at > bindparam("moment")
+        )
+    )
     for moment, expected in (
         (created - timedelta(microseconds=1), 1),
         (created, 0),
         (created.astimezone(UTC) - timedelta(microseconds=1), 1),
     ):
-        [counted] = await rt.db.run_read(one(newer, row["id"], moment))
+        [counted] = await rt.db.run_read(one(newer, id=row["id"], moment=moment))
         assert counted["n"] == expected, moment
+
+
+NEGATIVE = Sql(update(BATCHES).where(BATCHES.c.batch_no == bindparam("batch_no")).values(used_count=-1))
 
 
 async def test_a_plan_is_told_of_a_violated_constraint_and_nothing_it_wrote_stays(rt, catalog, admin):
@@ -133,17 +158,17 @@ async def test_a_plan_is_told_of_a_violated_constraint_and_nothing_it_wrote_stay
     seen: list[Exception] = []
 
     def twice(_codec):
-        yield INSERT_BATCH, (*args, *tail)
+        yield INSERT_BATCH, new_batch(*args, *tail)
         try:
-            yield INSERT_BATCH, (*args, *tail)
+            yield INSERT_BATCH, new_batch(*args, *tail)
         except DuplicateKey as exc:
             seen.append(exc)
             raise
 
     def negative(_codec):
-        yield INSERT_BATCH, ("B-SQL-4", *args[1:], *tail)
+        yield INSERT_BATCH, new_batch("B-SQL-4", *args[1:], *tail)
         try:
-            yield Sql("UPDATE card_batches SET used_count = -1 WHERE batch_no = $1"), ("B-SQL-4",)
+            yield NEGATIVE, {"batch_no": "B-SQL-4"}
         except CheckFailed as exc:
             seen.append(exc)
             raise
@@ -160,14 +185,14 @@ async def test_a_plan_is_told_of_a_violated_constraint_and_nothing_it_wrote_stay
 
 
 async def test_a_standalone_statement_is_its_own_transaction_on_postgresql(rt, catalog, admin):
-    standalone = Sql(INSERT_BATCH.postgres, standalone=True)
+    standalone = Sql(_INSERT_BATCH.returning(BATCHES.c.id), standalone=True)
     line = await some_line(rt)
     rest = ("x", ProductType.CLOUD_SERVER, line, {}, Decimal(1), None, date(2099, 1, 1))
     tail = (BatchStatus.ACTIVE, admin.id, datetime.now(UTC))
 
     def writes_after_it(_codec):
-        yield standalone, ("B-ALONE-1", *rest, *tail)
-        yield INSERT_BATCH, ("B-ALONE-2", *rest, *tail)
+        yield standalone, new_batch("B-ALONE-1", *rest, *tail)
+        yield INSERT_BATCH, new_batch("B-ALONE-2", *rest, *tail)
 
     if rt.db.is_sqlite:
         # SQLite runs every write plan in one transaction: the mark changes nothing
@@ -185,19 +210,39 @@ async def test_a_standalone_statement_is_its_own_transaction_on_postgresql(rt, c
         ).all() == expected
 
 
-def test_a_statement_is_written_once_in_both_spellings():
+def test_a_statement_is_compiled_once_for_each_dialect_with_its_arguments_by_name():
     statement = Sql(
-        """SELECT {batch}
-             FROM card_batches b
-            WHERE b.id = $1 AND b.line_id IN ($2, $12)""",
-        batch=BATCH,
+        select(*BATCH.columns).where(
+            _b.c.id == bindparam("id"), _b.c.line_id.in_([bindparam("line"), bindparam("other")])
+        )
     )
-    nested = Sql("WITH found AS ({inner}) SELECT * FROM found", inner=statement)
 
     assert statement.postgres.startswith("SELECT b.id AS b_id, b.batch_no AS b_batch_no, ")
-    assert statement.postgres.endswith("FROM card_batches b WHERE b.id = $1 AND b.line_id IN ($2, $12)")
-    assert statement.sqlite.endswith("FROM card_batches b WHERE b.id = ?1 AND b.line_id IN (?2, ?12)")
-    assert nested.postgres.startswith("WITH found AS (")
-    assert nested.postgres.removeprefix("WITH found AS (").removesuffix(") SELECT * FROM found") == (
-        statement.postgres
+    assert statement.postgres.endswith(
+        "FROM card_batches AS b WHERE b.id = $1::BIGINT AND b.line_id IN ($2, $3)"
     )
+    assert statement.sqlite.endswith("FROM card_batches AS b WHERE b.id = ? AND b.line_id IN (?, ?)")
+    assert statement.arguments("postgresql", {"other": 3, "id": 1, "line": 2}) == [1, 2, 3]
+    assert statement.reads_only
+
+
+def test_whether_a_statement_only_reads_comes_from_its_construct():
+    claimed = update(BATCHES).values(used_count=1).returning(BATCHES.c.id).cte("claimed")
+    with_a_write = select(claimed.c.id)
+
+    assert not Sql(with_a_write, dialects=("postgresql",)).reads_only
+    assert not INSERT_BATCH.reads_only
+    assert BATCH_BY_ID.reads_only
+    with pytest.raises(ValueError, match="must say whether it only reads"):
+        Sql(text("SELECT 1"))
+    assert Sql(text("SELECT 1"), reads_only=True).reads_only
+
+
+def test_a_constant_in_the_construct_carries_its_value_and_a_missing_argument_is_an_error():
+    statement = Sql(
+        select(BATCHES.c.id).where(BATCHES.c.status == BatchStatus.ACTIVE, BATCHES.c.id == bindparam("id"))
+    )
+
+    assert statement.arguments("sqlite", {"id": 7}) == [BatchStatus.ACTIVE, 7]
+    with pytest.raises(KeyError):
+        statement.arguments("sqlite", {})

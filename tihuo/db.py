@@ -15,7 +15,7 @@ import asyncio
 import contextvars
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -272,7 +272,8 @@ def _drive_sqlite(connection: sqlite3.Connection, plan: Plan[T]) -> T:
         while True:
             statement, args = step
             try:
-                rows = connection.execute(statement.sqlite, [codec.encode(arg) for arg in args]).fetchall()
+                values = [codec.encode(value) for value in statement.arguments("sqlite", args)]
+                rows = connection.execute(statement.sqlite, values).fetchall()
             except sqlite3.IntegrityError as exc:
                 step = plan.throw(_sqlite_violation(exc))
                 continue
@@ -299,7 +300,7 @@ async def _run_asyncpg(connection: asyncpg.Connection, plan: Plan[T], *, write: 
 async def _drive_asyncpg(
     connection: asyncpg.Connection,
     plan: Plan[T],
-    step: tuple[Sql, tuple[object, ...]],
+    step: tuple[Sql, Mapping[str, object]],
     *,
     only_reads_after: bool,
 ) -> T:
@@ -309,7 +310,8 @@ async def _drive_asyncpg(
         while True:
             statement, args = step
             try:
-                rows = await connection.fetch(statement.postgres, *[codec.encode(arg) for arg in args])
+                values = [codec.encode(value) for value in statement.arguments("postgresql", args)]
+                rows = await connection.fetch(statement.postgres, *values)
             except asyncpg.UniqueViolationError as exc:
                 step = plan.throw(DuplicateKey(str(exc)))
             except asyncpg.CheckViolationError as exc:

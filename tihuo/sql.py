@@ -5,28 +5,30 @@ instead go straight to sqlite3 or asyncpg: measured, SQLAlchemy's execution mach
 redemption's CPU on PostgreSQL. What SQLAlchemy would otherwise do for them is here, small and
 explicit, and tested against SQLAlchemy's own storage (tests/test_sql.py):
 
-- `Sql`: a statement written once with PostgreSQL's numbered parameters ($1, $2, ...), also kept in
-  SQLite's spelling (?1, ?2, ...);
-- `Plan`: a transaction's logic as a generator that yields `(Sql, args)` and is sent back the rows,
+- `Sql`: a statement written with SQLAlchemy Core against the models' tables, compiled once per
+  dialect (PostgreSQL's $1, $2, ..., SQLite's ?), its arguments given by bind name;
+- `Plan`: a transaction's logic as a generator that yields `(Sql, arguments)` and is sent the rows,
   so one piece of logic runs on a SQLite thread or on asyncpg (`Database.run_read`,
   `Database.run_write`), asking `codec.dialect` only where the SQL differs;
 - `Codec`: values to and from each driver's storage form (UTC timestamps, dates, money, JSON, enums);
-- `Shape`: a table's columns selected under a prefix, and the model built back from a row.
+- `Shape`: a model's columns selected under a prefix, and the model (or a typed record) built back.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-import re
 from collections import namedtuple
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import JSON, Date, Dialect, Enum, Table
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import CTE, Executable, Select, TextClause
+from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.visitors import iterate
 
 from models.base import Base, Money, UTCDateTime
 
@@ -39,39 +41,69 @@ Rows = Sequence[Row]
 # constraint is thrown into it at that yield (tihuo.db.DuplicateKey, CheckFailed). In a transaction it
 # may only turn that into its own exception (PostgreSQL has aborted the transaction by then); after
 # a standalone statement, which then wrote nothing, it may go on reading.
-Plan = Generator[tuple["Sql", tuple[Any, ...]], Rows, T]
+Plan = Generator[tuple["Sql", Mapping[str, Any]], Rows, T]
 
-_NUMBERED = re.compile(r"\$(\d+)")
 _UTC_TIME = UTCDateTime()
 _MONEY = Money()
 
 
 class Sql:
-    """One statement; parameters are $1, $2, ... in `postgres` and ?1, ?2, ... in `sqlite`.
-    `{name}` in the text stands for the part given as `name`, never for input: the columns of a
-    Shape, or another statement (its parameters keep their numbers).
+    """One statement, written with SQLAlchemy Core against the models' tables and compiled once for
+    each dialect at import: table, column and enum names all come from the models. A plan yields
+    it with its arguments by bind name (`bindparam("now")`); constants bound in the construct carry
+    their own values.
 
     A `standalone` statement is a whole write transaction by itself (one statement is atomic): a
     write plan that starts with one runs on PostgreSQL without BEGIN and COMMIT, two round trips
-    fewer, and may only read after it."""
+    fewer, and may only read after it. `reads_only` is known from the construct: a SELECT with no
+    INSERT, UPDATE or DELETE among its CTEs (a text() statement must say so)."""
 
-    __slots__ = ("postgres", "reads_only", "sqlite", "standalone")
+    __slots__ = ("_defaults", "_order", "postgres", "reads_only", "sqlite", "standalone")
 
-    def __init__(self, text: str, *, standalone: bool = False, **parts: Shape | Sql) -> None:
-        if parts:
-            text = text.format_map(
-                {
-                    name: part.select if isinstance(part, Shape) else part.postgres
-                    for name, part in parts.items()
-                }
-            )
-        self.postgres = " ".join(text.split())
-        self.sqlite = _NUMBERED.sub(r"?\1", self.postgres)
+    def __init__(
+        self,
+        statement: Executable,
+        *,
+        standalone: bool = False,
+        reads_only: bool | None = None,
+        dialects: tuple[str, ...] = ("sqlite", "postgresql"),
+    ) -> None:
+        compiled = {
+            codec.dialect: statement.compile(dialect=codec._sqlalchemy)
+            for codec in (SQLITE, POSTGRES)
+            if codec.dialect in dialects
+        }
+        # a statement made for one dialect alone (an upsert, a data-modifying CTE) has no text for the other
+        self.postgres = " ".join(str(compiled["postgresql"]).split()) if "postgresql" in compiled else ""
+        self.sqlite = " ".join(str(compiled["sqlite"]).split()) if "sqlite" in compiled else ""
+        self._order = {dialect: tuple(done.positiontup or ()) for dialect, done in compiled.items()}
+        # constants bound in the construct (a status, a literal) carry their values; the others
+        # must be given
+        any_compiled = next(iter(compiled.values()))
+        self._defaults = {
+            name: bind.value for bind, name in any_compiled.bind_names.items() if not bind.required
+        }
         self.standalone = standalone
-        self.reads_only = self.postgres.upper().startswith("SELECT")
+        if reads_only is None:
+            if isinstance(statement, TextClause):
+                raise ValueError("a text() statement must say whether it only reads")
+            reads_only = isinstance(statement, Select) and not _writes_in_ctes(statement)
+        self.reads_only = reads_only
+
+    def arguments(self, dialect: str, given: Mapping[str, Any]) -> list[Any]:
+        """The values in the dialect's positional order (a name used twice is given twice)."""
+        defaults = self._defaults
+        return [given[name] if name in given else defaults[name] for name in self._order[dialect]]
 
     def __repr__(self) -> str:
         return f"Sql({self.postgres!r})"
+
+
+def _writes_in_ctes(statement: Select[Any]) -> bool:
+    return any(
+        isinstance(element, CTE) and isinstance(element.element, UpdateBase)
+        for element in iterate(statement)
+    )
 
 
 class Codec:
@@ -172,16 +204,16 @@ POSTGRES = PostgresCodec()
 
 
 class Shape(Generic[M]):
-    """A table's columns as `alias.column AS prefix_column`, and the model made back from a row."""
+    """A model's columns, read from `source` (its table, an alias of it, a CTE over it) and
+    labelled `prefix_column`, and the model made back from a row."""
 
-    def __init__(self, model: type[M], alias: str, prefix: str) -> None:
+    def __init__(self, model: type[M], prefix: str, source: Any = None) -> None:
         table: Table = model.__table__  # type: ignore[assignment]
+        source = table if source is None else source
         self.model = model
         self.names = [column.name for column in table.columns]
         self.keys = [f"{prefix}_{name}" for name in self.names]
-        self.select = ", ".join(
-            f"{alias}.{name} AS {key}" for name, key in zip(self.names, self.keys, strict=True)
-        )
+        self.columns = [source.c[name].label(key) for name, key in zip(self.names, self.keys, strict=True)]
         self._record = namedtuple(f"{model.__name__}Record", self.names)  # type: ignore[misc]
         self._decoders = {
             codec.dialect: [codec.decoder(column.type) for column in table.columns]
@@ -199,10 +231,11 @@ class Shape(Generic[M]):
         """The model instance (transient: no session) with the row's values."""
         return self.model(**self.values(row, codec))
 
-    def record(self, row: Row, codec: Codec) -> Any:
-        """The row's values as a named tuple with the model's attribute names: for values that never
-        leave the service, at a thirtieth of a model instance's cost (1 against 24 µs, measured)."""
-        return self._record._make(
+    def record(self, row: Row, codec: Codec) -> M:
+        """The row's values as a named tuple with the model's attribute names and value types (so
+        typed as the model, read-only), for values that never leave the service: a thirtieth of a
+        model instance's cost (1 against 24 µs, measured)."""
+        return self._record._make(  # type: ignore[no-any-return]
             value if decode is None else decode(value)
             for value, decode in zip(
                 (row[key] for key in self.keys), self._decoders[codec.dialect], strict=True

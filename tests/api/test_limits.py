@@ -146,7 +146,7 @@ async def test_postgresql_stops_a_statement_past_the_statement_timeout(settings)
 def _sleeping_plan(codec):
     from tihuo.sql import Sql
 
-    rows = yield Sql("SELECT pg_sleep(2)"), ()
+    rows = yield Sql(text("SELECT pg_sleep(2)"), reads_only=True), {}
     return rows
 
 

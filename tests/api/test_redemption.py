@@ -22,7 +22,7 @@ from models import (
     Redemption,
     Role,
 )
-from services import codes, redemption
+from services import codes, redemption, redemption_store
 from services.errors import IdempotencyConflict, OutOfStock
 from tests.conftest import make_user
 from tests.factories import (
@@ -74,7 +74,7 @@ async def one_card(gql, client, admin, **batch: Any) -> tuple[dict[str, Any], st
 def late_write(rt, member, batch: CardBatch, card_id: int, *, key: str, request_hash: bytes, order_no: str):
     """The write of a redemption whose look-up passed a while ago: what a race looks like to the
     request that loses it, made to happen in a given order."""
-    return redemption._Write(
+    return redemption_store.Write(
         now=rt.now(),
         today=rt.today(),
         member_id=member.id,

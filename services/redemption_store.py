@@ -1,0 +1,555 @@
+"""What a redemption reads and writes (RULES §4), as statements through the driver itself (tihuo.sql):
+the look-up (one statement) and the write (one statement on PostgreSQL, the same steps one by one
+on SQLite). Every statement is SQLAlchemy Core on the models' tables, compiled once at import.
+
+The look-up: the member's failed-attempt limit (services.ratelimit's rule), a kept idempotency key,
+the card, its batch, a bare-metal model's stock, and the line's images (all for a preview, the
+chosen one for a redemption). The write: claim the card (a conditional update: of any number of
+concurrent redemptions exactly one wins), write the order, the redemption row, the provisioning job
+and the key, take the model's stock (its CHECK (stock >= 0) refuses the last unit's race) and count
+the use. A key is reserved first on SQLite (a conditional insert: taken meanwhile, nothing else is
+written) and written with its order on PostgreSQL (taken meanwhile, the one statement fails and
+writes nothing); either way it is then read, to replay its order or refuse the other input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    String,
+    and_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from models import (
+    AttemptCounter,
+    BatchStatus,
+    Card,
+    CardBatch,
+    CardStatus,
+    IdempotencyKey,
+    JobStatus,
+    Order,
+    OrderStatus,
+    OsFamily,
+    OsImage,
+    ProductModel,
+    ProductType,
+    ProvisioningJob,
+    Redemption,
+    line_os_images,
+)
+from services import ratelimit
+from services.errors import CardUnavailable, ErrorCode, IdempotencyConflict, OutOfStock
+from services.validity import still_valid
+from tihuo.db import CheckFailed, DuplicateKey
+from tihuo.sql import Codec, Plan, Row, Shape, Sql
+
+CARDS = Card.__table__
+BATCHES = CardBatch.__table__
+ORDERS = Order.__table__
+KEYS = IdempotencyKey.__table__
+MODELS = ProductModel.__table__
+JOBS = ProvisioningJob.__table__
+REDEMPTIONS = Redemption.__table__
+# the model's CHECK (stock >= 0), by the name the models' naming convention gives it
+STOCK_CHECK = next(c.name for c in MODELS.constraints if str(c.name).endswith("stock_not_negative"))
+
+
+def _param(name: str, column: Any) -> Any:
+    """A bind parameter typed as `column`, so PostgreSQL knows its type wherever it stands."""
+    return bindparam(name, type_=column.type)
+
+
+# ---------------------------------------------------------------- the look-up
+
+_c, _b, _k, _m = CARDS.alias("c"), BATCHES.alias("b"), KEYS.alias("k"), MODELS.alias("m")
+_a = AttemptCounter.__table__.alias("a")
+_lo, _i, _o = line_os_images.alias("lo"), OsImage.__table__.alias("i"), ORDERS.alias("o")
+CARD = Shape(Card, "c", _c)
+BATCH = Shape(CardBatch, "b", _b)
+IMAGE = Shape(OsImage, "i", _i)
+ORDER = Shape(Order, "o", _o)
+
+_blocked_until = (
+    select(func.max(_a.c.blocked_until))
+    .where(
+        ratelimit.blocking(
+            _a,
+            scope=bindparam("scope"),
+            subjects=[bindparam("member_key", type_=String), bindparam("address_key", type_=String)],
+            now=_param("now", _a.c.blocked_until),
+        )
+    )
+    .scalar_subquery()
+)
+LOOK_UP = Sql(
+    select(
+        _k.c.request_hash.label("kept_hash"),
+        _k.c.order_id.label("kept_order"),
+        _blocked_until.label("blocked_until"),
+        *CARD.columns,
+        *BATCH.columns,
+        _m.c.stock.label("stock"),
+        *IMAGE.columns,
+    )
+    .select_from(
+        select(literal(1).label("one"))
+        .subquery("attempt")
+        .outerjoin(_k, and_(_k.c.member_id == bindparam("member_id"), _k.c.key == bindparam("key")))
+        .outerjoin(_c, _c.c.code_hash == bindparam("code_hash"))
+        .outerjoin(_b, _b.c.id == _c.c.batch_id)
+        .outerjoin(_m, _m.c.id == _b.c.product_model_id)
+        .outerjoin(
+            _lo,
+            and_(
+                _lo.c.line_id == _b.c.line_id,
+                or_(_lo.c.os_image_id == bindparam("image_id"), bindparam("all_images", type_=Boolean)),
+            ),
+        )
+        .outerjoin(_i, _i.c.id == _lo.c.os_image_id)
+    )
+    .order_by(_i.c.family, _i.c.name)
+)
+KEPT = Sql(
+    select(KEYS.c.request_hash, KEYS.c.order_id).where(
+        KEYS.c.member_id == bindparam("member_id"), KEYS.c.key == bindparam("key")
+    )
+)
+ORDER_BY_ID = Sql(select(*ORDER.columns).where(_o.c.id == bindparam("order_id")))
+CARD_NOW = Sql(
+    select(*CARD.columns, *BATCH.columns)
+    .select_from(_c.join(_b, _b.c.id == _c.c.batch_id))
+    .where(_c.c.id == bindparam("card_id"))
+)
+
+
+@dataclass(frozen=True)
+class Found:
+    """The card and its batch as a redemption reads them (typed records: Shape.record)."""
+
+    card: Card
+    batch: CardBatch
+
+
+@dataclass(frozen=True)
+class Looked:
+    kept_order: Order | None = None
+    blocked_until: datetime | None = None
+    card: Card | None = None
+    batch: CardBatch | None = None
+    stock: int | None = None
+    line_images: tuple[OsImage, ...] = ()
+    chosen_image: OsImage | None = None
+
+    @property
+    def found(self) -> Found:
+        assert self.card is not None and self.batch is not None
+        return Found(card=self.card, batch=self.batch)
+
+
+def _kept(
+    codec: Codec, kept_hash: bytes, order_id: int | None, request_hash: bytes | None
+) -> Plan[Order | None]:
+    """The order a kept idempotency key made with this input (None if it made none yet);
+    IDEMPOTENCY_CONFLICT if the key was used with another input."""
+    if bytes(kept_hash) != request_hash:
+        raise IdempotencyConflict()
+    if order_id is None:
+        return None
+    rows = yield ORDER_BY_ID, {"order_id": order_id}
+    return ORDER.load(rows[0], codec)
+
+
+def kept_order(codec: Codec, member_id: int, key: str, request_hash: bytes | None) -> Plan[Order | None]:
+    """The order of a member's kept key, read afresh (a concurrent request may have made it)."""
+    rows = yield KEPT, {"member_id": member_id, "key": key}
+    if not rows:
+        return None
+    return (yield from _kept(codec, rows[0]["request_hash"], rows[0]["order_id"], request_hash))
+
+
+@dataclass(frozen=True)
+class LookUp:
+    now: datetime
+    member_id: int
+    keys: tuple[str, ...]
+    code_hash: bytes
+    idempotency_key: str | None = None
+    request_hash: bytes | None = None
+    image_id: int | None = None
+    line_images: bool = False
+
+    def run(self, codec: Codec) -> Plan[Looked]:
+        assert len(self.keys) <= 2, "the look-up counts a member and an address"
+        member_key, address_key = (*self.keys, None, None)[:2]
+        rows = yield (
+            LOOK_UP,
+            {
+                "scope": ratelimit.CARD_CODE,
+                "member_key": member_key,
+                "address_key": address_key,
+                "now": self.now,
+                "member_id": self.member_id,
+                "key": self.idempotency_key,
+                "code_hash": self.code_hash,
+                "image_id": self.image_id,
+                "all_images": self.line_images,
+            },
+        )
+        first = rows[0]
+        if first["kept_hash"] is not None:
+            order = yield from _kept(codec, first["kept_hash"], first["kept_order"], self.request_hash)
+            if order is not None:
+                return Looked(kept_order=order)
+        blocked = codec.datetime(first["blocked_until"])
+        if blocked is not None:
+            return Looked(blocked_until=blocked)
+        if first["c_id"] is None:
+            return Looked()
+        batch = BATCH.record(first, codec)
+        images = tuple(IMAGE.load(row, codec) for row in rows if row["i_id"] is not None)
+        return Looked(
+            card=CARD.record(first, codec),
+            batch=batch,
+            stock=first["stock"],
+            line_images=images
+            if self.line_images and batch.product_type is not ProductType.VIRTUAL_HOST
+            else (),
+            chosen_image=images[0] if self.image_id is not None and images else None,
+        )
+
+
+def ensure_redeemable(today: date, card: Card, batch: CardBatch) -> None:
+    """BATCH_DISABLED, CARD_DISABLED, CARD_USED, CARD_EXPIRED: in the order RULES §4 gives."""
+    if batch.status is BatchStatus.DISABLED:
+        raise CardUnavailable(ErrorCode.BATCH_DISABLED)
+    if card.status is CardStatus.DISABLED:
+        raise CardUnavailable(ErrorCode.CARD_DISABLED)
+    if card.status is CardStatus.USED:
+        raise CardUnavailable(ErrorCode.CARD_USED)
+    if not still_valid(batch.valid_until, today):
+        raise CardUnavailable(ErrorCode.CARD_EXPIRED)
+
+
+# ---------------------------------------------------------------- the write
+
+_now = _param("now", ORDERS.c.created_at)
+_member = _param("member_id", ORDERS.c.member_id)
+_order_columns = [
+    "order_no",
+    "member_id",
+    "card_id",
+    "batch_id",
+    "product_type",
+    "config",
+    "os_image_id",
+    "list_price",
+    "status",
+    "created_at",
+]
+_redemption_columns = [
+    "card_id",
+    "batch_id",
+    "member_id",
+    "order_id",
+    "product_type",
+    "card_name",
+    "card_last4",
+    "redeemed_at",
+]
+_job_columns = ["order_id", "status", "attempts", "run_after", "created_at", "updated_at"]
+_key_columns = ["member_id", "key", "request_hash", "order_id", "created_at"]
+_PENDING = literal(OrderStatus.PENDING.value, ORDERS.c.status.type)
+_QUEUED = literal(JobStatus.QUEUED.value, JOBS.c.status.type)
+
+CLAIMED = Shape(Card, "c")
+CLAIM = (
+    update(CARDS)
+    .where(
+        CARDS.c.id == bindparam("card_id"),
+        CARDS.c.status == CardStatus.UNUSED,
+        exists().where(
+            BATCHES.c.id == CARDS.c.batch_id,
+            BATCHES.c.status == BatchStatus.ACTIVE,
+            still_valid(BATCHES.c.valid_until, _param("today", BATCHES.c.valid_until)),
+        ),
+    )
+    .values(status=CardStatus.USED, used_at=_now, member_id=_member)
+    .returning(*CLAIMED.columns)
+)
+
+
+def _in_one_statement() -> Sql:
+    """PostgreSQL: the claim and every write after it as data-modifying CTEs of one statement."""
+    claimed = CLAIM.cte("claimed")
+    claimed_anything = exists(select(literal(1)).select_from(claimed))
+    placed = (
+        insert(ORDERS)
+        .from_select(
+            _order_columns,
+            select(
+                _param("order_no", ORDERS.c.order_no),
+                _member,
+                claimed.c.c_id,
+                BATCHES.c.id,
+                BATCHES.c.product_type,
+                BATCHES.c.config,
+                _param("os_image_id", ORDERS.c.os_image_id),
+                _param("list_price", ORDERS.c.list_price),
+                _PENDING,
+                _now,
+            ).select_from(claimed.join(BATCHES, BATCHES.c.id == claimed.c.c_batch_id)),
+        )
+        .returning(ORDERS.c.id)
+        .cte("placed")
+    )
+    both = claimed.join(placed, true())
+    logged = insert(REDEMPTIONS).from_select(
+        _redemption_columns,
+        select(
+            claimed.c.c_id,
+            claimed.c.c_batch_id,
+            _member,
+            placed.c.id,
+            _param("product_type", REDEMPTIONS.c.product_type),
+            _param("card_name", REDEMPTIONS.c.card_name),
+            claimed.c.c_last4,
+            _now,
+        ).select_from(both),
+    )
+    queued = insert(JOBS).from_select(
+        _job_columns, select(placed.c.id, _QUEUED, literal(0), _now, _now, _now).select_from(placed)
+    )
+    key = _param("key", KEYS.c.key)
+    kept = insert(KEYS).from_select(
+        _key_columns,
+        select(_member, key, _param("request_hash", KEYS.c.request_hash), placed.c.id, _now)
+        .select_from(placed)
+        .where(cast(key, String).is_not(None)),
+    )
+    stocked = (
+        update(MODELS)
+        .where(MODELS.c.id == bindparam("product_model_id"), claimed_anything)
+        .values(stock=MODELS.c.stock - 1)
+    )
+    counted = (
+        update(BATCHES)
+        .where(BATCHES.c.id == bindparam("batch_id"), claimed_anything)
+        .values(used_count=BATCHES.c.used_count + 1)
+    )
+    statement = (
+        select(*claimed.c, placed.c.id.label("order_id"))
+        .select_from(both)
+        .add_cte(
+            logged.cte("logged"),
+            queued.cte("queued"),
+            kept.cte("kept"),
+            stocked.cte("stocked"),
+            counted.cte("counted"),
+        )
+    )
+    return Sql(statement, standalone=True, dialects=("postgresql",))
+
+
+REDEEM_IN_ONE = _in_one_statement()
+# SQLite: the same steps, one statement each, in one transaction on the writer thread
+STEP_CLAIM = Sql(CLAIM)
+INSERT_ORDER = Sql(
+    insert(ORDERS)
+    .from_select(
+        _order_columns,
+        select(
+            _param("order_no", ORDERS.c.order_no),
+            _member,
+            bindparam("card_id"),
+            BATCHES.c.id,
+            BATCHES.c.product_type,
+            BATCHES.c.config,
+            _param("os_image_id", ORDERS.c.os_image_id),
+            _param("list_price", ORDERS.c.list_price),
+            _PENDING,
+            _now,
+        ).where(BATCHES.c.id == bindparam("batch_id")),
+    )
+    .returning(ORDERS.c.id)
+)
+INSERT_REDEMPTION = Sql(insert(REDEMPTIONS).values({name: bindparam(name) for name in _redemption_columns}))
+INSERT_JOB = Sql(
+    insert(JOBS).values(
+        order_id=bindparam("order_id"),
+        status=_QUEUED,
+        attempts=0,
+        run_after=_now,
+        created_at=_now,
+        updated_at=_now,
+    )
+)
+RESERVE_KEY = Sql(
+    sqlite_insert(KEYS)
+    .values(member_id=_member, key=bindparam("key"), request_hash=bindparam("request_hash"), created_at=_now)
+    .on_conflict_do_nothing()
+    .returning(KEYS.c.key),
+    dialects=("sqlite",),
+)
+KEY_ORDER = Sql(
+    update(KEYS)
+    .where(KEYS.c.member_id == _member, KEYS.c.key == bindparam("key"))
+    .values(order_id=bindparam("order_id"))
+)
+TAKE_STOCK = Sql(
+    update(MODELS).where(MODELS.c.id == bindparam("product_model_id")).values(stock=MODELS.c.stock - 1)
+)
+COUNT_USED = Sql(
+    update(BATCHES).where(BATCHES.c.id == bindparam("batch_id")).values(used_count=BATCHES.c.used_count + 1)
+)
+
+
+@dataclass(frozen=True)
+class Redeemed:
+    """A redemption's order, with the claimed card and the chosen image when this call made it
+    (None on an idempotent replay), so the caller can show them without reading them again."""
+
+    order: Order
+    card: Card | None = None
+    image: OsImage | None = None
+
+
+@dataclass(frozen=True)
+class Write:
+    """Everything the write transaction needs, decided before it starts, so it is short."""
+
+    now: datetime
+    today: date
+    member_id: int
+    card_id: int
+    batch: CardBatch
+    image: OsImage | None
+    key: str | None
+    request_hash: bytes
+    order_no: str
+
+    def order(self) -> Order:
+        batch = self.batch
+        windows = self.image is not None and self.image.family is OsFamily.WINDOWS
+        return Order(
+            order_no=self.order_no,
+            member_id=self.member_id,
+            card_id=self.card_id,
+            batch_id=batch.id,
+            product_type=batch.product_type,
+            config=batch.config,
+            os_image_id=self.image.id if self.image else None,
+            list_price=batch.windows_price
+            if windows and batch.windows_price is not None
+            else batch.reference_price,
+            status=OrderStatus.PENDING,
+            failure_reason=None,
+            created_at=self.now,
+            activated_at=None,
+        )
+
+    def arguments(self, order: Order) -> dict[str, Any]:
+        return {
+            "now": self.now,
+            "today": self.today,
+            "member_id": self.member_id,
+            "card_id": self.card_id,
+            "order_no": order.order_no,
+            "os_image_id": order.os_image_id,
+            "list_price": order.list_price,
+            "product_type": self.batch.product_type,
+            "card_name": self.batch.name,
+            "key": self.key,
+            "request_hash": self.request_hash,
+            "product_model_id": self.batch.product_model_id,
+            "batch_id": self.batch.id,
+        }
+
+    def run(self, codec: Codec) -> Plan[Redeemed]:
+        """Claim the card (conditional: UNUSED, batch ACTIVE and still valid), write the order, the
+        redemption row, the job and the key, take stock and count the use. Raises to roll back."""
+        order = self.order()
+        given = self.arguments(order)
+        try:
+            if codec.dialect == "postgresql":
+                try:
+                    claimed = yield from self._in_one_statement(order, given)
+                except DuplicateKey:
+                    # the one statement wrote nothing. The key was taken by a concurrent request
+                    # since the look-up: its answer (else an order number drawn twice: raised
+                    # again, and the caller draws another)
+                    kept = yield from self._kept(codec)
+                    if kept is None:
+                        raise
+                    return Redeemed(kept)
+            else:
+                if self.key is not None and not (yield RESERVE_KEY, given):
+                    # the key was taken since the look-up (nothing is written yet): its answer
+                    kept = yield from self._kept(codec)
+                    if kept is None:
+                        raise CardUnavailable(ErrorCode.CARD_USED)
+                    return Redeemed(kept)
+                claimed = yield from self._step_by_step(order, given)
+        except CheckFailed as failed:
+            if failed.constraint == STOCK_CHECK:
+                raise OutOfStock() from None
+            raise
+        if claimed is None:
+            # a concurrent request with this key may have used the card: its answer; else, why not
+            kept = yield from self._kept(codec)
+            if kept is not None:
+                return Redeemed(kept)
+            yield from self._explain_lost_claim(codec)
+        return Redeemed(order, CLAIMED.load(claimed, codec), self.image)
+
+    def _kept(self, codec: Codec) -> Plan[Order | None]:
+        if self.key is None:
+            return None
+        return (yield from kept_order(codec, self.member_id, self.key, self.request_hash))
+
+    def _in_one_statement(self, order: Order, given: dict[str, Any]) -> Plan[Row | None]:
+        rows = yield REDEEM_IN_ONE, given
+        if not rows:
+            return None
+        order.id = rows[0]["order_id"]
+        return rows[0]
+
+    def _step_by_step(self, order: Order, given: dict[str, Any]) -> Plan[Row | None]:
+        claimed = yield STEP_CLAIM, given
+        if not claimed:
+            return None
+        inserted = yield INSERT_ORDER, given
+        order.id = inserted[0]["id"]
+        yield (
+            INSERT_REDEMPTION,
+            {**given, "order_id": order.id, "card_last4": claimed[0]["c_last4"], "redeemed_at": self.now},
+        )
+        yield INSERT_JOB, {"order_id": order.id, "now": self.now}
+        if self.key is not None:
+            yield KEY_ORDER, {**given, "order_id": order.id}
+        if self.batch.product_model_id is not None:
+            yield TAKE_STOCK, given
+        yield COUNT_USED, given
+        return claimed[0]
+
+    def _explain_lost_claim(self, codec: Codec) -> Plan[None]:
+        """The claim found nothing to change: a concurrent redemption or an admin's change won.
+        Raise what the card is now (CARD_USED when nothing more precise applies)."""
+        rows = yield CARD_NOW, {"card_id": self.card_id}
+        ensure_redeemable(self.today, CARD.record(rows[0], codec), BATCH.record(rows[0], codec))
+        raise CardUnavailable(ErrorCode.CARD_USED)
