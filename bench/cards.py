@@ -34,17 +34,17 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.db import Database
+from core.keys import Keys
+from core.security import TokenClaims, issue_token
+from core.settings import load_settings
 from models import Role
 from services import codes
 from services.accounts import create_user
 from services.catalog import load_catalog_text
-from services.keys import Keys
 from services.runtime import Runtime
-from services.security import TokenClaims, issue_token
 from tihuo.app import create_app
-from tihuo.db import Database
 from tihuo.migrate import migrate
-from tihuo.settings import load_settings
 
 CATALOG = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "catalog.toml"
 PG_URL = os.environ.get(

@@ -1,5 +1,5 @@
 """The floor for bench/redeem.py: a bare Strawberry mutation doing one conditional UPDATE and one
-INSERT in one transaction on the same database, set up the same way (tihuo.db.Database: WAL,
+INSERT in one transaction on the same database, set up the same way (core.db.Database: WAL,
 synchronous=FULL, writes queued onto one connection on SQLite). Served by uvicorn:
 
     TIHUO_DATABASE_URL=… uvicorn --factory bench.floor_app:create_app
@@ -19,8 +19,8 @@ from starlette.routing import Route
 from strawberry.asgi import GraphQL
 from strawberry.extensions import ParserCache, ValidationCache
 
-from tihuo.db import Database
-from tihuo.sql import Sql
+from core.db import Database
+from core.sql import Sql
 
 CLAIM = Sql(
     text("UPDATE floor_cards SET used = 1 WHERE code = :code AND used = 0 RETURNING code").bindparams(
@@ -44,7 +44,7 @@ def create_app() -> Starlette:
 
     driver = os.environ.get("FLOOR_DRIVER") == "1"
 
-    def claim_and_insert(code: str):  # a plan (tihuo.sql)
+    def claim_and_insert(code: str):  # a plan (core.sql)
         claimed = yield CLAIM, {"code": code}
         if not claimed:
             return False

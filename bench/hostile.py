@@ -31,14 +31,14 @@ sys.path.insert(0, str(ROOT))
 from bench.cards import SECRET  # noqa: E402
 from bench.loadgen import Connection  # noqa: E402
 from bench.redeem import free_port, start_server  # noqa: E402
+from core.db import Database  # noqa: E402
+from core.keys import Keys  # noqa: E402
+from core.security import TokenClaims, issue_token  # noqa: E402
+from core.settings import load_settings  # noqa: E402
 from models import Role  # noqa: E402
 from services.accounts import create_user  # noqa: E402
-from services.keys import Keys  # noqa: E402
 from services.runtime import Runtime  # noqa: E402
-from services.security import TokenClaims, issue_token  # noqa: E402
-from tihuo.db import Database  # noqa: E402
 from tihuo.migrate import migrate  # noqa: E402
-from tihuo.settings import load_settings  # noqa: E402
 
 ME = "query { me { id } }"
 INTROSPECTION = get_introspection_query(descriptions=True, input_value_deprecation=True)

@@ -36,18 +36,18 @@ sys.path.insert(0, str(ROOT))
 from bench.cards import PG_URL, SECRET, fresh_postgres  # noqa: E402
 from bench.floor_app import prepare as prepare_floor  # noqa: E402
 from bench.loadgen import Connection  # noqa: E402
+from core.db import Database  # noqa: E402
+from core.keys import Keys  # noqa: E402
+from core.security import TokenClaims, issue_token  # noqa: E402
+from core.settings import load_settings  # noqa: E402
 from models import Card, CardBatch, CardStatus, Order, ProductType, Redemption, Role  # noqa: E402
 from services import cards as card_service  # noqa: E402
 from services import downloads  # noqa: E402
 from services.accounts import create_user  # noqa: E402
 from services.catalog import load_catalog_text  # noqa: E402
-from services.keys import Keys  # noqa: E402
 from services.pricing import ConfigInput  # noqa: E402
 from services.runtime import Caller, Runtime  # noqa: E402
-from services.security import TokenClaims, issue_token  # noqa: E402
-from tihuo.db import Database  # noqa: E402
 from tihuo.migrate import migrate  # noqa: E402
-from tihuo.settings import load_settings  # noqa: E402
 
 CATALOG = ROOT / "tests" / "fixtures" / "catalog.toml"
 PREVIEW = "query($c: String!){ redemptionPreview(code: $c) { __typename } }"

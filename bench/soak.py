@@ -55,16 +55,16 @@ os.environ.setdefault("TIHUO_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres
 from bench.cards import CATALOG, PG_URL, SECRET, fresh_postgres  # noqa: E402
 from bench.loadgen import Connection  # noqa: E402
 from bench.redeem import batch_codes, cloud_server_batch, db_scalar, free_port  # noqa: E402
+from core.db import Database  # noqa: E402
+from core.keys import Keys  # noqa: E402
+from core.security import TokenClaims, issue_token  # noqa: E402
+from core.settings import load_settings  # noqa: E402
 from models import Card, CardStatus, Order, OrderStatus, Redemption, Role  # noqa: E402
 from services import codes  # noqa: E402
 from services.accounts import create_user  # noqa: E402
 from services.catalog import load_catalog_text  # noqa: E402
-from services.keys import Keys  # noqa: E402
 from services.runtime import Caller, Runtime  # noqa: E402
-from services.security import TokenClaims, issue_token  # noqa: E402
-from tihuo.db import Database  # noqa: E402
 from tihuo.migrate import migrate  # noqa: E402
-from tihuo.settings import load_settings  # noqa: E402
 
 ADMIN_PASSWORD = "soak admin password 1"
 BAD_CODE_SHARE = 0.10

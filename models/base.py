@@ -7,9 +7,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Enum, Integer, MetaData, Numeric, String
+from sqlalchemy import JSON, BigInteger, Enum, Integer, MetaData
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.types import TypeDecorator
+
+# the column types every model shares, from the bottom floor (the driver layer uses them too);
+# migrations name them as models.base.UTCDateTime and models.base.Money
+from core.columns import Money, UTCDateTime
+
+__all__ = ["Base", "Id", "Money", "UTCDateTime", "str_enum", "utcnow"]
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -21,47 +26,6 @@ NAMING = {
 
 # SQLite wants INTEGER PRIMARY KEY for rowid aliasing; PostgreSQL gets BIGINT identities.
 Id = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timestamps stored in UTC and always returned timezone-aware (SQLite keeps no offset)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class Money(TypeDecorator[Decimal]):
-    """Exact yuan with 2 decimals: NUMERIC(14,2) on PostgreSQL, text on SQLite (which has no decimal)."""
-
-    impl = Numeric(14, 2)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> Any:
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(String(20))
-        return dialect.type_descriptor(Numeric(14, 2, asdecimal=True))
-
-    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        value = Decimal(value).quantize(Decimal("0.01"))
-        return str(value) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
-        return None if value is None else Decimal(str(value)).quantize(Decimal("0.01"))
 
 
 def str_enum(enum_cls: type[enum.Enum], name: str) -> Enum:

@@ -7,9 +7,9 @@ from typing import Any
 
 from starlette.requests import Request
 
+from core.messages import pick_locale
 from resolvers.loaders import Loaders
 from services.accounts import viewer_for_token
-from services.messages import pick_locale
 from services.runtime import Caller, Runtime
 
 

@@ -24,9 +24,9 @@ from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
+from core.messages import DEFAULT_LOCALE, render
 from schema.cost import Cost, asks_for_schema, document_cost, is_introspection_only
 from schema.metrics import RequestMetrics
-from services.messages import DEFAULT_LOCALE, render
 
 # documents longer than this are never kept: real clients send a few kilobytes, persisted ones less
 CACHEABLE_BYTES = 64 * 1024

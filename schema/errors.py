@@ -10,10 +10,10 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError, GraphQLSyntaxError
 
+from core.messages import DEFAULT_LOCALE, render
 from schema.common import described_enum
 from schema.scalars import InvalidScalarValue
 from services import errors as domain
-from services.messages import DEFAULT_LOCALE, render
 
 log = logging.getLogger("tihuo.graphql")
 

@@ -15,11 +15,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.security import TokenClaims, issue_token, read_token, verify_password
 from models import Role, User
 from services import audit, ratelimit
 from services.errors import FieldProblem, InvalidInput, NotFound, Unauthenticated, WrongPassword
 from services.runtime import Caller, Runtime, Viewer
-from services.security import TokenClaims, issue_token, read_token, verify_password
 
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{3,64}$")
 MIN_PASSWORD_LENGTH = 8

@@ -14,14 +14,14 @@ from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.db import DuplicateKey
+from core.ids import parse_id
 from models import BatchStatus, Card, CardBatch, CardStatus, ProductType
 from services import audit, codes, metrics
-from services.catalog import parse_id
 from services.errors import FieldProblem, InvalidInput, InvalidState, NotFound
 from services.paging import Page, keyset_page, page_request
 from services.pricing import ConfigInput, PricedConfig, ensure_in_stock, price_config
 from services.runtime import Caller, Runtime
-from tihuo.db import DuplicateKey
 
 Row = TypeVar("Row", Card, CardBatch)
 NAME_MAX = 100

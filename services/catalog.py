@@ -17,10 +17,11 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.db import Database
+from core.ids import parse_id
 from models.base import OsFamily, ProductType
 from models.catalog import HostingPlan, Line, OsImage, ProductModel, Region, line_os_images
 from services.runtime import Caller, Runtime
-from tihuo.db import Database
 
 T = TypeVar("T")
 
@@ -1006,14 +1007,6 @@ async def hosting_plans_for_line(db: Database, line_id: int) -> list[HostingPlan
 
 
 # ---------------------------------------------------------------- reads with their permission check
-
-
-def parse_id(text: str | None) -> int | None:
-    """An id as the API sends it ("12") as an int; None for anything else, which then matches no row.
-    At most 18 digits, so it always fits a BIGINT and never reaches the database as an overflow."""
-    if text is None or not (text.isascii() and text.isdigit()) or len(text) > 18:
-        return None
-    return int(text)
 
 
 async def browse_regions(

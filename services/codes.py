@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from services.keys import CODE_KEY_VERSION, Keys
+from core.keys import CODE_KEY_VERSION, Keys
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 VALUE = {symbol: index for index, symbol in enumerate(ALPHABET)}

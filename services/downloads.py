@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
+from core.ids import parse_id
 from models import Card, CardBatch, CardBatchDownload
 from services import accounts, audit, codes
-from services.catalog import parse_id
 from services.errors import NotFound
 from services.runtime import Caller, Runtime
 

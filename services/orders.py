@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.ids import parse_id
 from models import (
     Card,
     CardBatch,
@@ -24,7 +25,6 @@ from models import (
     Role,
 )
 from services import audit
-from services.catalog import parse_id
 from services.errors import InvalidState, NotFound
 from services.paging import Page, keyset_page, page_request
 from services.runtime import Caller, Runtime

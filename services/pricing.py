@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.ids import parse_id
 from models.base import ProductType
 from models.catalog import HostingPlan, Line, ProductModel, Region
-from services.catalog import parse_id
 from services.errors import FieldProblem, InvalidInput, NotFound, OutOfStock
 from services.runtime import Caller, Runtime
 

@@ -29,6 +29,8 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.messages import product_name
+from core.settings import Settings
 from models import (
     CardBatch,
     Instance,
@@ -44,9 +46,7 @@ from models import (
     User,
 )
 from services import metrics
-from services.messages import product_name
 from services.runtime import Runtime
-from tihuo.settings import Settings
 
 log = logging.getLogger("tihuo.provisioning")
 notify_log = logging.getLogger("tihuo.notify")

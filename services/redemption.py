@@ -14,10 +14,12 @@ from typing import Any
 
 from sqlalchemy import delete
 
+from core.db import DuplicateKey
+from core.ids import parse_id
+from core.messages import product_name
 from models import CardBatch, IdempotencyKey, Order, OsImage, ProductType
 from services import codes, metrics, ratelimit
 from services import redemption_store as store
-from services.catalog import parse_id
 from services.errors import (
     CardCodeRejected,
     CardUnavailable,
@@ -26,10 +28,8 @@ from services.errors import (
     OutOfStock,
     RateLimited,
 )
-from services.messages import product_name
 from services.redemption_store import Redeemed
 from services.runtime import Caller, Runtime, Viewer
-from tihuo.db import DuplicateKey
 
 log = logging.getLogger("tihuo.redemption")
 

@@ -1,4 +1,4 @@
-"""What a redemption reads and writes (RULES §4), as statements through the driver itself (tihuo.sql):
+"""What a redemption reads and writes (RULES §4), as statements through the driver itself (core.sql):
 the look-up (one statement) and the write (one statement on PostgreSQL, the same steps one by one
 on SQLite). Every statement is SQLAlchemy Core on the models' tables, compiled once at import.
 
@@ -35,6 +35,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from core.db import CheckFailed, DuplicateKey
+from core.sql import Codec, Plan, Row, Shape, Sql
 from models import (
     AttemptCounter,
     BatchStatus,
@@ -56,8 +58,6 @@ from models import (
 from services import ratelimit
 from services.errors import CardUnavailable, ErrorCode, IdempotencyConflict, OutOfStock
 from services.validity import still_valid
-from tihuo.db import CheckFailed, DuplicateKey
-from tihuo.sql import Codec, Plan, Row, Shape, Sql
 
 CARDS = Card.__table__
 BATCHES = CardBatch.__table__

@@ -12,12 +12,12 @@ from typing import Any
 
 from argon2 import PasswordHasher
 
+from core.db import Database
+from core.keys import Keys
+from core.security import password_hasher
+from core.settings import Settings
 from models.base import Role
 from services.errors import Forbidden, Unauthenticated
-from services.keys import Keys
-from services.security import password_hasher
-from tihuo.db import Database
-from tihuo.settings import Settings
 
 
 def _utcnow() -> datetime:

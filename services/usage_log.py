@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy import Select, or_, select
 
+from core.ids import parse_id
 from models import ProductType, Redemption
 from services import codes
-from services.catalog import parse_id
 from services.paging import Page, PageRequest, keyset_page, page_request
 from services.runtime import Caller, Runtime
 

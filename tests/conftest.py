@@ -18,13 +18,13 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from core.db import Database
+from core.keys import Keys
+from core.security import TokenClaims, issue_token
+from core.settings import Settings, load_settings
 from models import Base, Role
-from services.keys import Keys
 from services.runtime import Runtime, Viewer
-from services.security import TokenClaims, issue_token
-from tihuo.db import Database
 from tihuo.migrate import migrate
-from tihuo.settings import Settings, load_settings
 
 POSTGRES_URL = os.environ.get("TIHUO_TEST_POSTGRES_URL")
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -93,7 +93,7 @@ async def database_url(migrated_template: str, tmp_path: Path) -> AsyncIterator[
         await engine.dispose()
         yield POSTGRES_URL
         return
-    path = tmp_path / "tihuo.db"
+    path = tmp_path / "core.db"
     shutil.copyfile(migrated_template, path)
     yield f"sqlite+aiosqlite:///{path}"
 

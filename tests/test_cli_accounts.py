@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
+from core.security import verify_password
 from models import AttemptCounter, AuditEntry, User
-from services.security import verify_password
 from tihuo import cli
 
 LOGIN = """

@@ -15,9 +15,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Column, MetaData, Table, delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from core.db import Database
 from models import AuditEntry, Base, IdempotencyKey, Role, User
 from tests.conftest import POSTGRES_URL
-from tihuo.db import Database
 from tihuo.migrate import MigrationError, migrate
 
 

@@ -20,6 +20,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from core.ids import parse_id
+from core.settings import Settings
 from models import (
     Card,
     CardStatus,
@@ -37,12 +39,10 @@ from models import (
 )
 from services import cards as card_service
 from services import codes, downloads
-from services.catalog import parse_id
 from services.pricing import ConfigInput
 from services.runtime import Caller, Runtime
 from tests.conftest import SignedInUser, make_user
 from tests.processes import UVICORN, clean_env, free_port, healthy, spawn, stop
-from tihuo.settings import Settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("catalog")]
 

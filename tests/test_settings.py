@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
+from core.settings import SettingsError, load_settings
 from tihuo import cli
-from tihuo.settings import SettingsError, load_settings
 
 
 def test_a_bad_value_names_its_variable(monkeypatch):
@@ -49,4 +49,4 @@ def test_the_secret_key_is_made_once_with_mode_0600(tmp_path, capsys):
 
 def test_the_default_database_is_a_sqlite_file_in_the_data_folder(tmp_path):
     settings = load_settings(_env_file=None, data_dir=tmp_path / "data")
-    assert settings.resolved_database_url == f"sqlite+aiosqlite:///{tmp_path / 'data' / 'tihuo.db'}"
+    assert settings.resolved_database_url == f"sqlite+aiosqlite:///{tmp_path / 'data' / 'core.db'}"

@@ -1,4 +1,4 @@
-"""Statements through the driver itself (tihuo/sql.py) store, compare and read values exactly as
+"""Statements through the driver itself (core/sql.py) store, compare and read values exactly as
 SQLAlchemy does, on both back-ends: the redemption's rows are read everywhere else through the ORM."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import bindparam, func, insert, select, text, update
 
+from core.db import CheckFailed, DuplicateKey
+from core.sql import Shape, Sql
 from models import BatchStatus, CardBatch, Line, ProductType
-from tihuo.db import CheckFailed, DuplicateKey
-from tihuo.sql import Shape, Sql
 
 BATCHES = CardBatch.__table__
 _b = BATCHES.alias("b")

@@ -39,6 +39,9 @@ from hypothesis.stateful import (
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from core.db import Database
+from core.keys import Keys
+from core.settings import load_settings
 from models import (
     AuditEntry,
     Base,
@@ -69,7 +72,6 @@ from services.errors import (
     OsSelectionRejected,
     OutOfStock,
 )
-from services.keys import Keys
 from services.pricing import ConfigInput
 from services.provisioning import (
     ProvisionRequest,
@@ -82,8 +84,6 @@ from services.provisioning import (
 from services.runtime import Caller, Runtime
 from tests.conftest import FIXTURES, POSTGRES_URL, Clock, make_user
 from tests.provisioning_helpers import RecordingNotifier
-from tihuo.db import Database
-from tihuo.settings import load_settings
 
 # read at import: the suite's autouse fixture removes TIHUO_* variables before each test runs
 EXAMPLES = int(os.environ.get("TIHUO_STATE_MACHINE_EXAMPLES", "30"))
@@ -223,7 +223,7 @@ class CardLifeCycle(RuleBasedStateMachine):
             self.runner.run(_empty_postgres(POSTGRES_URL))
             url = POSTGRES_URL
         else:
-            path = work_dir / "tihuo.db"
+            path = work_dir / "core.db"
             shutil.copyfile(template, path)
             url = f"sqlite+aiosqlite:///{path}"
         self.rt = _runtime(url, work_dir / "data", self.clock)

@@ -17,17 +17,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from core.db import database_from_settings
+from core.keys import Keys
+from core.messages import pick_locale, render
+from core.settings import Settings, load_settings
 from schema.root import build_schema
 from services import downloads, metrics, provisioning
-from services.keys import Keys
-from services.messages import pick_locale, render
 from services.runtime import Runtime
 from tihuo import graphiql
-from tihuo.db import database_from_settings
 from tihuo.edge import EdgeMiddleware, error_body, proxy_middleware
 from tihuo.graphql_view import TihuoGraphQL
 from tihuo.observability import configure_logging
-from tihuo.settings import Settings, load_settings
 
 log = logging.getLogger("tihuo.app")
 _HTTP_CODES = {404: ("NOT_FOUND", "http.not_found"), 405: ("METHOD_NOT_ALLOWED", "http.method")}

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import func, select
 
+from core.settings import Settings, SettingsError, load_settings
 from models import Role, User
 from tihuo.migrate import migrate
-from tihuo.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from services.errors import InvalidInput
@@ -106,7 +106,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _work(settings: Settings) -> None:
     # the runtime without tihuo.app: a worker machine needs no GraphQL schema
-    from services.keys import Keys
+    from core.db import database_from_settings
+    from core.keys import Keys
     from services.provisioning import (
         default_worker_id,
         notifier_from_settings,
@@ -114,7 +115,6 @@ async def _work(settings: Settings) -> None:
         run_worker,
     )
     from services.runtime import Runtime
-    from tihuo.db import database_from_settings
 
     rt = Runtime(
         db=database_from_settings(settings), settings=settings, keys=Keys.from_secret(settings.secret)

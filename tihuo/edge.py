@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from services.messages import pick_locale, render
+from core.messages import pick_locale, render
 from tihuo.observability import request_id_var
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -22,7 +22,7 @@ NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 class RequestRefused(Exception):
     """A request the server will not run, answered with `status` and `{"errors": [{message,
-    extensions: {code}}]}`; `key` picks the message (services.messages)."""
+    extensions: {code}}]}`; `key` picks the message (core.messages)."""
 
     def __init__(self, status: int, code: str, key: str, **params: object) -> None:
         super().__init__(key)

@@ -22,8 +22,8 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
+from core.messages import render
 from resolvers.context import Context, build_context
-from services.messages import render
 from services.runtime import Runtime
 from tihuo import graphiql
 from tihuo.edge import RequestRefused, send_refusal

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
+from core.security import TokenClaims, issue_token
 from models import AttemptCounter, Role
-from services.security import TokenClaims, issue_token
 from tests.conftest import CLIENT_ADDRESS, make_user
 
 LOGIN = """

@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from core.security import verify_password
 from models import AttemptCounter, AuditEntry, Role, User
-from services.security import verify_password
 from tests.conftest import CLIENT_ADDRESS, make_user
 
 CHANGE_PASSWORD = """

@@ -11,11 +11,11 @@ from graphql import get_introspection_query
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from core.db import Database
 from schema import documents
 from services import cards as catalog_cards
 from services import catalog
 from tests.factories import create_batch
-from tihuo.db import Database
 
 FAN_OUT = """query ($id: ID!, $n: Int) { cardBatch(id: $id) { cards(first: $n) { nodes { batch {
   cards(first: $n) { nodes { batch { cards(first: $n) { nodes { id } } } } } } } } } }"""
@@ -144,7 +144,7 @@ async def test_postgresql_stops_a_statement_past_the_statement_timeout(settings)
 
 
 def _sleeping_plan(codec):
-    from tihuo.sql import Sql
+    from core.sql import Sql
 
     rows = yield Sql(text("SELECT pg_sleep(2)"), reads_only=True), {}
     return rows

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import func, select
 
+from core.db import Database
 from models import HostingPlan, Line, OsImage, ProductModel, ProductType, Region, Role, line_os_images
 from services.catalog import (
     CatalogError,
@@ -31,7 +32,6 @@ from services.catalog import (
 from services.errors import Unauthenticated
 from services.pricing import ConfigInput, price_config
 from services.runtime import Caller, Runtime, Viewer
-from tihuo.db import Database
 
 EXAMPLE = (Path(__file__).parent.parent / "fixtures" / "catalog.toml").read_text(encoding="utf-8")
 TABLES = [Region, OsImage, Line, ProductModel, HostingPlan]

@@ -8,8 +8,8 @@ from cryptography.exceptions import InvalidTag
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from core.keys import CODE_KEY_VERSION, Keys
 from services import codes
-from services.keys import CODE_KEY_VERSION, Keys
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 KEYS = Keys.from_secret(b"tests-only-secret-0123456789abcdef")

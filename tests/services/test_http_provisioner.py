@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from core.settings import SettingsError, load_settings
 from models import JobStatus, OrderStatus
 from services.provisioning import (
     HttpNotifier,
@@ -36,7 +37,6 @@ from services.provisioning import (
     run_job,
 )
 from tests.provisioning_helpers import RecordingNotifier, order_state, place_order, with_settings
-from tihuo.settings import SettingsError, load_settings
 
 PROVIDER_SECRET = "provider-signing-secret"
 SMS_SECRET = "sms-signing-secret"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.messages import LOCALES, MESSAGES, pick_locale, render
 from services.errors import ErrorCode
-from services.messages import LOCALES, MESSAGES, pick_locale, render
 
 
 def test_every_error_code_has_a_message_in_each_language():

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 
+from core.db import Database
 from models import HostingPlan, Line, ProductModel, ProductType, Role
 from services.catalog import load_catalog, parse_catalog
 from services.errors import Forbidden, InvalidInput, NotFound, OutOfStock, Unauthenticated
@@ -30,7 +31,6 @@ from services.pricing import (
     virtual_host_monthly,
 )
 from services.runtime import Caller, Runtime, Viewer
-from tihuo.db import Database
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "catalog.toml"
 SH_BGP_PRICING = parse_catalog(FIXTURE.read_text(encoding="utf-8")).lines[0].pricing

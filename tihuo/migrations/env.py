@@ -35,6 +35,6 @@ connection = context.config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 else:
-    from tihuo.settings import load_settings
+    from core.settings import load_settings
 
     asyncio.run(_run_standalone(load_settings().resolved_database_url))

@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{(self.data_dir / 'tihuo.db').resolve()}"
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'core.db').resolve()}"
 
     @property
     def is_sqlite(self) -> bool:

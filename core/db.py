@@ -4,7 +4,7 @@ SQLite: WAL, synchronous=FULL, foreign keys on; reads from a small pool, and eve
 write queued in-process onto one connection (BEGIN IMMEDIATE) so writers wait their
 turn instead of failing with "database is locked". PostgreSQL: one ordinary pool.
 
-The hot path (a redemption) runs `Plan`s (tihuo/sql.py) through the drivers themselves:
+The hot path (a redemption) runs `Plan`s (core/sql.py) through the drivers themselves:
 on SQLite a whole transaction per hand-off to a reader or the writer thread, each with its
 own sqlite3 connection; on PostgreSQL on an asyncpg pool of its own.
 """
@@ -26,8 +26,8 @@ from sqlalchemy import Table, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from tihuo.settings import Settings
-from tihuo.sql import POSTGRES, SQLITE, Codec, Plan, Sql
+from core.settings import Settings
+from core.sql import POSTGRES, SQLITE, Codec, Plan, Sql
 
 T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -141,7 +141,7 @@ class Database:
         when it raises (a violated unique or CHECK constraint is thrown into it as DuplicateKey or
         CheckFailed). SQLite: queued like every write, then run whole on the writer thread;
         PostgreSQL: on the hot-path pool, without BEGIN and COMMIT when the plan starts with a
-        standalone statement (tihuo.sql.Sql)."""
+        standalone statement (core.sql.Sql)."""
         if not self.is_sqlite:
             async with (await self._postgres_pool()).acquire() as connection:
                 return await _run_asyncpg(connection, plan(POSTGRES), write=True)

@@ -24,21 +24,20 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import JSON, Date, Dialect, Enum, Table
+from sqlalchemy import CTE, JSON, Date, Dialect, Enum, Executable, Select, Table, TextClause
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy import CTE, Executable, Select, TextClause
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.visitors import iterate
 
-from models.base import Base, Money, UTCDateTime
+from core.columns import Money, UTCDateTime
 
 T = TypeVar("T")
-M = TypeVar("M", bound=Base)
+M = TypeVar("M")  # a mapped model class (it has a __table__)
 
 Row = Any  # sqlite3.Row or asyncpg.Record: both indexable by column name
 Rows = Sequence[Row]
 # A plan yields (statement, arguments) and is sent the rows back. A violated unique or CHECK
-# constraint is thrown into it at that yield (tihuo.db.DuplicateKey, CheckFailed). In a transaction it
+# constraint is thrown into it at that yield (core.db.DuplicateKey, CheckFailed). In a transaction it
 # may only turn that into its own exception (PostgreSQL has aborted the transaction by then); after
 # a standalone statement, which then wrote nothing, it may go on reading.
 Plan = Generator[tuple["Sql", Mapping[str, Any]], Rows, T]
@@ -101,8 +100,7 @@ class Sql:
 
 def _writes_in_ctes(statement: Select[Any]) -> bool:
     return any(
-        isinstance(element, CTE) and isinstance(element.element, UpdateBase)
-        for element in iterate(statement)
+        isinstance(element, CTE) and isinstance(element.element, UpdateBase) for element in iterate(statement)
     )
 
 
