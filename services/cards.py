@@ -22,6 +22,7 @@ from services.errors import FieldProblem, InvalidInput, InvalidState, NotFound
 from services.paging import Page, keyset_page, page_request
 from services.pricing import ConfigInput, PricedConfig, ensure_in_stock, price_config
 from services.runtime import Caller, Runtime
+from services.validity import still_valid
 
 Row = TypeVar("Row", Card, CardBatch)
 NAME_MAX = 100
@@ -345,7 +346,7 @@ async def cards_by_ids(rt: Runtime, ids: list[int]) -> dict[int, Card]:
 
 def is_expired(rt: Runtime, valid_until: date) -> bool:
     """A card is good until the end of its batch's validity day in the business time zone."""
-    return rt.today() > valid_until
+    return not still_valid(valid_until, rt.today())
 
 
 # ---------------------------------------------------------------- admin writes

@@ -128,7 +128,10 @@ async def cancel_order(rt: Runtime, caller: Caller, order_id: str) -> Order:
             .values(cancelled_at=now)
             .execution_options(synchronize_session=False)
         )
-        model_id = _product_model_id(order.config)
+        # the model whose stock the redemption took: its batch's, as the redemption's write reads it
+        model_id = await session.scalar(
+            select(CardBatch.product_model_id).where(CardBatch.id == order.batch_id)
+        )
         if model_id is not None:
             await session.execute(
                 update(ProductModel)
@@ -139,12 +142,6 @@ async def cancel_order(rt: Runtime, caller: Caller, order_id: str) -> Order:
         await audit.record(session, rt, caller, audit.OrderCancelled(order.id, order.card_id))
         await session.refresh(order)
     return order
-
-
-def _product_model_id(config: dict[str, Any]) -> int | None:
-    """The bare-metal model an order took from stock (its frozen `productModelId`), if any."""
-    value = config.get("productModelId")
-    return None if value is None else parse_id(str(value))
 
 
 # ---------------------------------------------------------------- reads

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -11,6 +10,7 @@ from functools import cached_property
 from typing import Any
 
 from argon2 import PasswordHasher
+from cachetools import LRUCache
 
 from core.db import Database
 from core.keys import Keys
@@ -24,43 +24,24 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class BoundedCache:
-    """A small LRU map; the oldest entries go when it is full."""
+class ViewerCache(LRUCache[str, Any]):
+    """Bearer token -> (viewer, good until), at most `maxsize` of them, the least recently used going
+    first (see services.accounts.viewer_for_token).
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[str, Any] = OrderedDict()
+    `generation` grows whenever a user's entries are forgotten, so a token check that read the user
+    before the change does not put a stale entry back after it."""
 
-    def get(self, key: str) -> Any:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: str, value: Any) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-
-    def pop(self, key: str, default: Any = None) -> Any:
-        return self._items.pop(key, default)
-
-
-class ViewerCache(BoundedCache):
-    """Bearer token -> (viewer, good until), see services.accounts.viewer_for_token.
-
-    `generation` grows whenever a user's entries are forgotten, so a token check that read the
-    user before the change does not put a stale entry back after it."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize=maxsize)
         self.generation = 0
+
+    def put(self, token: str, entry: Any) -> None:
+        self[token] = entry
 
     def forget_user(self, user_id: int) -> None:
         self.generation += 1
-        for token in [token for token, (viewer, _) in self._items.items() if viewer.id == user_id]:
-            del self._items[token]
+        for token in [token for token, (viewer, _) in self.items() if viewer.id == user_id]:
+            self.pop(token, None)
 
 
 @dataclass(eq=False)
