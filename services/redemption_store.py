@@ -10,6 +10,9 @@ and the key, take the model's stock (its CHECK (stock >= 0) refuses the last uni
 the use. A key is reserved first on SQLite (a conditional insert: taken meanwhile, nothing else is
 written) and written with its order on PostgreSQL (taken meanwhile, the one statement fails and
 writes nothing); either way it is then read, to replay its order or refuse the other input.
+
+(Longer than the ~500 lines a module should keep to: every statement stands beside the plan that
+runs it and reads its rows, so a change to what a redemption writes is made in one file.)
 """
 
 from __future__ import annotations
@@ -294,30 +297,34 @@ CLAIM = (
 )
 
 
+def _insert_order(card_id: Any, *, select_from: Any = None, where: Any = None) -> Any:
+    """The PENDING order of the claimed card, its product and frozen config copied from its batch."""
+    values = select(
+        _param("order_no", ORDERS.c.order_no),
+        _member,
+        card_id,
+        BATCHES.c.id,
+        BATCHES.c.product_type,
+        BATCHES.c.config,
+        _param("os_image_id", ORDERS.c.os_image_id),
+        _param("list_price", ORDERS.c.list_price),
+        _PENDING,
+        _now,
+    )
+    if select_from is not None:
+        values = values.select_from(select_from)
+    if where is not None:
+        values = values.where(where)
+    return insert(ORDERS).from_select(_order_columns, values).returning(ORDERS.c.id)
+
+
 def _in_one_statement() -> Sql:
     """PostgreSQL: the claim and every write after it as data-modifying CTEs of one statement."""
     claimed = CLAIM.cte("claimed")
     claimed_anything = exists(select(literal(1)).select_from(claimed))
-    placed = (
-        insert(ORDERS)
-        .from_select(
-            _order_columns,
-            select(
-                _param("order_no", ORDERS.c.order_no),
-                _member,
-                claimed.c.c_id,
-                BATCHES.c.id,
-                BATCHES.c.product_type,
-                BATCHES.c.config,
-                _param("os_image_id", ORDERS.c.os_image_id),
-                _param("list_price", ORDERS.c.list_price),
-                _PENDING,
-                _now,
-            ).select_from(claimed.join(BATCHES, BATCHES.c.id == claimed.c.c_batch_id)),
-        )
-        .returning(ORDERS.c.id)
-        .cte("placed")
-    )
+    placed = _insert_order(
+        claimed.c.c_id, select_from=claimed.join(BATCHES, BATCHES.c.id == claimed.c.c_batch_id)
+    ).cte("placed")
     both = claimed.join(placed, true())
     logged = insert(REDEMPTIONS).from_select(
         _redemption_columns,
@@ -369,25 +376,7 @@ def _in_one_statement() -> Sql:
 REDEEM_IN_ONE = _in_one_statement()
 # SQLite: the same steps, one statement each, in one transaction on the writer thread
 STEP_CLAIM = Sql(CLAIM)
-INSERT_ORDER = Sql(
-    insert(ORDERS)
-    .from_select(
-        _order_columns,
-        select(
-            _param("order_no", ORDERS.c.order_no),
-            _member,
-            bindparam("card_id"),
-            BATCHES.c.id,
-            BATCHES.c.product_type,
-            BATCHES.c.config,
-            _param("os_image_id", ORDERS.c.os_image_id),
-            _param("list_price", ORDERS.c.list_price),
-            _PENDING,
-            _now,
-        ).where(BATCHES.c.id == bindparam("batch_id")),
-    )
-    .returning(ORDERS.c.id)
-)
+INSERT_ORDER = Sql(_insert_order(bindparam("card_id"), where=BATCHES.c.id == bindparam("batch_id")))
 INSERT_REDEMPTION = Sql(insert(REDEMPTIONS).values({name: bindparam(name) for name in _redemption_columns}))
 INSERT_JOB = Sql(
     insert(JOBS).values(
