@@ -69,6 +69,7 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # uvicorn's access log would print query strings; the request id and our own lines suffice
     logging.getLogger("uvicorn.access").disabled = True
-    # at DEBUG these print every statement's parameters (phone numbers, hashes): never wanted
+    # at INFO and below these print every statement with its parameters (phone numbers, hashes):
+    # never wanted (SQLAlchemy logs statements whenever its logger allows INFO, echo or not)
     for chatty in ("aiosqlite", "asyncpg", "sqlalchemy.engine"):
-        logging.getLogger(chatty).setLevel(max(logging.INFO, root.level))
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
