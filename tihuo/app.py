@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -24,7 +23,7 @@ from schema.root import build_schema
 from services import downloads, metrics, provisioning
 from services.keys import Keys
 from services.runtime import Runtime
-from tihuo import graphiql
+from tihuo import graphiql, preflight
 from tihuo.db import database_from_settings
 from tihuo.observability import RequestIdMiddleware
 from tihuo.settings import Settings, load_settings
@@ -62,7 +61,11 @@ def create_app(
     With `start_worker` the lifespan also runs the provisioning worker in-process (`tihuo serve`)."""
     owns_runtime = runtime is None
     if runtime is None:
-        runtime = build_runtime(settings or load_settings())
+        # as a uvicorn factory there is no caller to tell: a bad setting or data folder exits with a line
+        with preflight.exit_on_startup_error():
+            settings = settings or load_settings()
+            preflight.check_data_dir(settings)
+            runtime = build_runtime(settings)
     rt = runtime
     config = rt.settings
     schema = build_schema(
@@ -72,12 +75,9 @@ def create_app(
     )
 
     async def healthz(_: Request) -> JSONResponse:
-        try:
-            async with rt.db.read() as session:
-                await session.execute(text("SELECT 1"))
-        except Exception:
-            log.exception("health check: database unreachable")
-            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        database = await preflight.database_health(rt.db)
+        if database != "ok":
+            return JSONResponse({"status": "unavailable", "database": database}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
     async def download(request: Request) -> Response:
@@ -104,6 +104,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if owns_runtime:
+            # the database this app opened itself (a runtime handed in is its giver's to check)
+            try:
+                await preflight.check_database(rt.db, need_migrated=True)
+            except BaseException:
+                await rt.db.dispose()
+                raise
         # What start-up made (modules, the schema, the runtime: most of the heap) lives as long as the
         # process. Kept out of the collector's way, a full collection takes 3 ms instead of 50, which
         # had been the whole of a preview's p99 (bench/redeem.py). Garbage is collected first, so
@@ -145,6 +152,8 @@ def create_app(
         middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,
     )
+    # a failed start-up check reaches the server as its one line, not as a traceback
+    app.add_middleware(preflight.ReportStartupFailure)
     app.state.runtime = rt
     app.state.schema = schema
     return app
