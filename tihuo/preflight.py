@@ -59,8 +59,9 @@ def exit_on_startup_error() -> Iterator[None]:
 def check_port_free(host: str, port: int, *, setting: str) -> None:
     """Something can listen at host:port now; else a StartupError naming `setting`, what to change."""
     try:
-        # SO_REUSEADDR, as uvicorn and prometheus_client use: only a socket listening there stops this
-        with socket.create_server((host, port)):
+        # SO_REUSEADDR and the address family as uvicorn picks them: only a socket listening there stops this
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.create_server((host, port), family=family):
             pass
     except OSError as exc:
         raise StartupError(f"cannot listen on {host}:{port} ({setting}): {os_reason(exc)}") from None
