@@ -295,7 +295,7 @@ def test_serve_on_a_port_in_use_says_to_pick_another_before_changing_anything(en
 
     output = capsys.readouterr()
     assert output.err == (
-        f"tihuo: cannot listen on 127.0.0.1:{port} (pick another with --port): address already in use\n"
+        f"tihuo: cannot listen on 127.0.0.1:{port}: address already in use (pick another port with --port)\n"
     )
     assert output.out == ""
     assert not (env / "data" / "tihuo.db").exists()

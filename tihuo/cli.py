@@ -92,7 +92,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from tihuo.observability import configure_logging
 
     # before anything is announced or changed: the port is what a newcomer most often has to change
-    check_port_free(args.host, args.port, setting="pick another with --port")
+    check_port_free(args.host, args.port)
     configure_logging(settings.log_level)
     asyncio.run(_migrate(settings))
     if args.demo:

@@ -7,6 +7,7 @@ Used by every command (tihuo/cli.py) and by the app's lifespan (tihuo/app.py), s
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -56,15 +57,18 @@ def exit_on_startup_error() -> Iterator[None]:
         raise SystemExit(2) from None
 
 
-def check_port_free(host: str, port: int, *, setting: str) -> None:
-    """Something can listen at host:port now; else a StartupError naming `setting`, what to change."""
+def check_port_free(host: str, port: int) -> None:
+    """`tihuo serve` can listen at --host and --port now; else a StartupError saying which to change."""
     try:
         # SO_REUSEADDR and the address family as uvicorn picks them: only a socket listening there stops this
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.create_server((host, port), family=family):
             pass
     except OSError as exc:
-        raise StartupError(f"cannot listen on {host}:{port} ({setting}): {os_reason(exc)}") from None
+        change = "pick another port with --port" if exc.errno == errno.EADDRINUSE else "check --host"
+        # create_server adds where it tried to bind, which the line already says
+        reason = os_reason(exc).split(" (while attempting to bind")[0]
+        raise StartupError(f"cannot listen on {host}:{port}: {reason} ({change})") from None
 
 
 def check_data_dir(settings: Settings) -> None:
