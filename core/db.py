@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -22,15 +23,18 @@ from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from core.files import private_file, tighten_file
 from core.settings import Settings
 from core.sql import POSTGRES, SQLITE, Codec, Plan, Sql
 
 T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# how long the write check waits for another process's write lock before taking it as a sign of life
+WRITE_CHECK_BUSY_TIMEOUT_MS = 200
 READER_THREADS = 2
 # connections of the PostgreSQL hot-path pool, beside SQLAlchemy's (10, up to 20)
 HOT_POOL_SIZE = 10
@@ -79,14 +83,18 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             path = make_url(url).database
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # made on the first connection, not here: a folder or file that cannot be made is then
+            # reported by the start-up check (tihuo/preflight.py) like any other connection failure
+            self._sqlite_file = Path(path) if path and path != ":memory:" else None
+            self._sqlite_file_ready = False
             self.engine = create_async_engine(url, echo=echo, pool_size=4, max_overflow=4)
             _sqlite_pragmas(self.engine, sqlite_synchronous, "BEGIN")
             self.write_engine = create_async_engine(
                 url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=3600
             )
             _sqlite_pragmas(self.write_engine, sqlite_synchronous, "BEGIN IMMEDIATE")
+            for engine in (self.engine, self.write_engine):
+                event.listen(engine.sync_engine, "do_connect", self._before_sqlite_connects)
             self._sqlite_path = path or ":memory:"
             self._sqlite_synchronous = sqlite_synchronous
             self._sqlite_connections: list[sqlite3.Connection] = []
@@ -162,10 +170,70 @@ class Database:
         context = contextvars.copy_context()
         return await loop.run_in_executor(self._reader_threads, context.run, self._sqlite_read, plan)
 
+    def _prepare_sqlite_file(self) -> None:
+        """Before SQLite first opens the file: create it 0600 ourselves (SQLite would make it 0644;
+        its -wal and -shm files take the database file's mode), or tighten an existing one."""
+        if self._sqlite_file_ready or self._sqlite_file is None:
+            return
+        private_file(self._sqlite_file)
+        for suffix in ("-wal", "-shm"):
+            tighten_file(self._sqlite_file.with_name(self._sqlite_file.name + suffix))
+        self._sqlite_file_ready = True
+
+    def _before_sqlite_connects(self, *_: object) -> None:
+        # SQLAlchemy's do_connect event: returning None lets the driver connect as usual
+        self._prepare_sqlite_file()
+
+    async def writable(self) -> bool:
+        """Whether a write could commit now; cheap enough for /healthz. PostgreSQL says so itself
+        (`on` on a standby or under default_transaction_read_only). SQLite is asked to write its
+        header's user_version back unchanged in a transaction rolled back at once, on the write
+        connection: BEGIN IMMEDIATE alone succeeds on a read-only file."""
+        if not self.is_sqlite:
+            async with self.read() as session:
+                return await session.scalar(text("SHOW transaction_read_only")) == "off"
+        assert self._write_lock is not None
+        if self._write_lock.locked():
+            # a write of ours is under way; on a read-only database it would fail at once
+            return True
+        async with self._write_lock:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._writer_thread, self._sqlite_writable)
+
+    def _sqlite_writable(self) -> bool:
+        try:
+            connection = self._sqlite_connection()
+            connection.execute(f"PRAGMA busy_timeout={WRITE_CHECK_BUSY_TIMEOUT_MS}")
+            try:
+                (version,) = connection.execute("PRAGMA user_version").fetchone()
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute(f"PRAGMA user_version={int(version)}")
+            finally:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        except sqlite3.OperationalError as exc:
+            primary = exc.sqlite_errorcode & 0xFF
+            if primary == sqlite3.SQLITE_BUSY:
+                # another process holds the write lock: it is writing
+                return True
+            if primary == sqlite3.SQLITE_READONLY or (
+                primary == sqlite3.SQLITE_CANTOPEN and self.folder_read_only
+            ):
+                return False
+            raise
+        return True
+
+    @property
+    def folder_read_only(self) -> bool:
+        """SQLite: the database's folder cannot be written, so its -wal and -shm files cannot be made."""
+        return self._sqlite_file is not None and not os.access(self._sqlite_file.parent, os.W_OK)
+
     def _sqlite_connection(self) -> sqlite3.Connection:
         """This thread's own connection (each reader thread and the writer thread keep one)."""
         connection: sqlite3.Connection | None = getattr(self._thread_connection, "connection", None)
         if connection is None:
+            self._prepare_sqlite_file()
             # autocommit mode: transactions are begun and ended explicitly below
             connection = sqlite3.connect(self._sqlite_path, isolation_level=None, check_same_thread=False)
             connection.row_factory = sqlite3.Row

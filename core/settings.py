@@ -1,6 +1,6 @@
 """Settings from TIHUO_* environment variables (or a .env file), validated once at start.
 
-A missing secret key is generated into the data folder (mode 0600) and never printed.
+A missing secret key is generated into the data folder (mode 0700; the key 0600) and never printed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.files import private_folder, tighten_file
+
 SECRET_FILE = "secret.key"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class SettingsError(Exception):
@@ -111,6 +114,13 @@ class Settings(BaseSettings):
     def trusted_proxies(self) -> list[str]:
         return [part.strip() for part in self.forwarded_allow_ips.split(",") if part.strip()]
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
+        return value.upper()
+
     @field_validator("database_url")
     @classmethod
     def _supported_driver(cls, value: str | None) -> str | None:
@@ -128,6 +138,17 @@ class Settings(BaseSettings):
             raise ValueError("TIHUO_NOTIFIER=http needs TIHUO_NOTIFIER_URL and TIHUO_NOTIFIER_SECRET")
         return self
 
+    @model_validator(mode="after")
+    def _calls_end_within_their_lease(self) -> Settings:
+        # a call still running when its lease runs out is taken over and made a second time
+        if self.provision_timeout_seconds >= self.provision_lease_seconds:
+            raise ValueError(
+                f"TIHUO_PROVISION_TIMEOUT_SECONDS ({self.provision_timeout_seconds:g}) must be less than "
+                f"TIHUO_PROVISION_LEASE_SECONDS ({self.provision_lease_seconds}): a provisioner call "
+                "still running when its job's lease runs out is taken over and made again"
+            )
+        return self
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -136,7 +157,12 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{(self.data_dir / 'core.db').resolve()}"
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'tihuo.db').resolve()}"
+
+    @property
+    def uses_data_dir(self) -> bool:
+        """Whether anything is kept in the data folder: the default SQLite file or the generated key."""
+        return self.database_url is None or not self.secret_key
 
     @property
     def is_sqlite(self) -> bool:
@@ -147,11 +173,12 @@ class Settings(BaseSettings):
         """The server secret: from TIHUO_SECRET_KEY, else the data folder's key file, made on first use."""
         if self.secret_key:
             return self.secret_key.encode()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(self.data_dir)
         path = self.data_dir / SECRET_FILE
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
+            tighten_file(path)
             return path.read_bytes().strip()
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))

@@ -93,7 +93,7 @@ async def database_url(migrated_template: str, tmp_path: Path) -> AsyncIterator[
         await engine.dispose()
         yield POSTGRES_URL
         return
-    path = tmp_path / "core.db"
+    path = tmp_path / "tihuo.db"
     shutil.copyfile(migrated_template, path)
     yield f"sqlite+aiosqlite:///{path}"
 

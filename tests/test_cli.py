@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import io
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from tests.preflight_helpers import UNREACHABLE_URL
 from tihuo import cli
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -64,3 +67,57 @@ def test_export_schema_prints_the_checked_in_sdl(capsys):
     assert capsys.readouterr().out == (Path(__file__).parent.parent / "schema.graphql").read_text(
         encoding="utf-8"
     )
+
+
+def test_catalog_load_names_the_first_byte_that_is_not_utf_8_and_loads_nothing(env, capsys):
+    (env / "latin1.toml").write_bytes("# catalogue café\n".encode("latin-1"))
+
+    assert cli.main(["catalog", "load", "latin1.toml"]) == 1
+
+    assert capsys.readouterr().err == "latin1.toml: not UTF-8 text (byte 0xe9 at position 15)\n"
+    with sqlite3.connect(env / "data" / "tihuo.db") as connection:
+        assert connection.execute("SELECT count(*) FROM regions").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("port", ["83786", "0", "-1", "http"])
+def test_serve_refuses_a_port_outside_1_to_65535(port, tmp_path, monkeypatch, capsys):
+    # were the port taken, serve would stop at once on this database instead of serving
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TIHUO_DATABASE_URL", UNREACHABLE_URL)
+
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["serve", "--port", port])
+
+    assert refused.value.code == 2
+    shown = repr(port) if port == "http" else port
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"tihuo serve: error: argument --port: {shown} is not a port number (1 to 65535)"
+    )
+
+
+def test_every_option_of_every_command_has_a_help_text():
+    def commands(parser: argparse.ArgumentParser, name: str = "tihuo"):  # type: ignore[no-untyped-def]
+        yield name, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child_name, child in action.choices.items():
+                    yield from commands(child, f"{name} {child_name}")
+
+    undocumented = [
+        (name, action.dest)
+        for name, parser in commands(cli.parser())
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction) and not action.help
+    ]
+
+    assert undocumented == []
+
+
+def test_serve_help_says_the_default_port_and_address(capsys):
+    with pytest.raises(SystemExit) as shown:
+        cli.main(["serve", "--help"])
+
+    assert shown.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--port PORT TCP port to listen on (default 8000)" in text
+    assert "--host HOST address to listen on (default 127.0.0.1" in text

@@ -223,7 +223,7 @@ class CardLifeCycle(RuleBasedStateMachine):
             self.runner.run(_empty_postgres(POSTGRES_URL))
             url = POSTGRES_URL
         else:
-            path = work_dir / "core.db"
+            path = work_dir / "tihuo.db"
             shutil.copyfile(template, path)
             url = f"sqlite+aiosqlite:///{path}"
         self.rt = _runtime(url, work_dir / "data", self.clock)

@@ -32,6 +32,8 @@ def start_worker(settings, tmp_path: Path, **env: str) -> tuple[subprocess.Popen
         TIHUO_DATA_DIR=str(tmp_path / "worker-data"),
         TIHUO_WORKER_POLL_SECONDS="0.1",
         TIHUO_PROVISION_LEASE_SECONDS=str(LEASE_SECONDS),
+        # a call must end within its lease (tihuo/settings.py)
+        TIHUO_PROVISION_TIMEOUT_SECONDS=str(LEASE_SECONDS - 1),
         **env,
     )
     log_path = tmp_path / "worker.log"

@@ -9,7 +9,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -24,7 +23,7 @@ from core.settings import Settings, load_settings
 from schema.root import build_schema
 from services import downloads, metrics, provisioning
 from services.runtime import Runtime
-from tihuo import graphiql
+from tihuo import graphiql, preflight
 from tihuo.edge import EdgeMiddleware, error_body, proxy_middleware
 from tihuo.graphql_view import TihuoGraphQL
 from tihuo.observability import configure_logging
@@ -72,10 +71,13 @@ def create_app(
     Called with nothing (`uvicorn --factory tihuo.app:create_app`) it also sets up logging."""
     owns_runtime = runtime is None
     if runtime is None:
-        if settings is None:
-            settings = load_settings()
-            configure_logging(settings.log_level)
-        runtime = build_runtime(settings)
+        # as a uvicorn factory there is no caller to tell: a bad setting or data folder exits with a line
+        with preflight.exit_on_startup_error():
+            if settings is None:
+                settings = load_settings()
+                configure_logging(settings.log_level)
+            preflight.check_data_dir(settings)
+            runtime = build_runtime(settings)
     rt = runtime
     config = rt.settings
     schema = build_schema(
@@ -87,12 +89,9 @@ def create_app(
     )
 
     async def healthz(_: Request) -> JSONResponse:
-        try:
-            async with rt.db.read() as session:
-                await session.execute(text("SELECT 1"))
-        except Exception:
-            log.exception("health check: database unreachable")
-            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        database = await preflight.database_health(rt.db)
+        if database != "ok":
+            return JSONResponse({"status": "unavailable", "database": database}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
     async def download(request: Request) -> Response:
@@ -119,6 +118,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if owns_runtime:
+            # the database this app opened itself (a runtime handed in is its giver's to check)
+            try:
+                await preflight.check_database(rt.db, need_migrated=True)
+            except BaseException:
+                await rt.db.dispose()
+                raise
         # What start-up made (modules, the schema, the runtime: most of the heap) lives as long as the
         # process. Kept out of the collector's way, a full collection takes 3 ms instead of 50, which
         # had been the whole of a preview's p99 (bench/redeem.py). Garbage is collected first, so
@@ -165,6 +171,8 @@ def create_app(
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )
+    # a failed start-up check reaches the server as its one line, not as a traceback
+    app.add_middleware(preflight.ReportStartupFailure)
     app.state.runtime = rt
     app.state.schema = schema
     return app

@@ -16,7 +16,16 @@ from sqlalchemy import func, select
 
 from core.settings import Settings, SettingsError, load_settings
 from models import Role, User
+from services.runtime import Runtime
 from tihuo.migrate import migrate
+from tihuo.preflight import (
+    StartupError,
+    check_data_dir,
+    check_database,
+    check_port_free,
+    one_line,
+    os_reason,
+)
 
 if TYPE_CHECKING:
     from services.errors import InvalidInput
@@ -25,14 +34,26 @@ T = TypeVar("T")
 DEMO_USERS = (("admin", Role.ADMIN, "13800000001"), ("member", Role.MEMBER, "13800000002"))
 
 
-def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
-    from tihuo.app import build_runtime
+async def _runtime(settings: Settings, *, need_migrated: bool = True) -> Runtime:
+    """The runtime, once its database is known to answer, take writes and (by default) be migrated;
+    otherwise a StartupError saying which of these it is not."""
+    # without tihuo.app: the commands need no GraphQL schema
+    from core.db import database_from_settings
+    from core.keys import Keys
 
-    return build_runtime(settings)
+    rt = Runtime(
+        db=database_from_settings(settings), settings=settings, keys=Keys.from_secret(settings.secret)
+    )
+    try:
+        await check_database(rt.db, need_migrated=need_migrated)
+    except BaseException:
+        await rt.db.dispose()
+        raise
+    return rt
 
 
 async def _migrate(settings: Settings) -> None:
-    rt = _runtime(settings)
+    rt = await _runtime(settings, need_migrated=False)
     try:
         await migrate(rt.db.write_engine)
     finally:
@@ -42,7 +63,7 @@ async def _migrate(settings: Settings) -> None:
 async def _load_catalog_text(settings: Settings, text: str) -> str:
     from services.catalog import load_catalog_text
 
-    rt = _runtime(settings)
+    rt = await _runtime(settings)
     try:
         report = await load_catalog_text(rt.db, text)
     finally:
@@ -55,7 +76,7 @@ async def _set_up_demo(settings: Settings) -> list[tuple[str, str]]:
     from services.accounts import create_user
     from services.catalog import demo_catalog_text, load_catalog_text
 
-    rt = _runtime(settings)
+    rt = await _runtime(settings)
     try:
         async with rt.db.read() as session:
             if await session.scalar(select(func.count()).select_from(User)):
@@ -77,6 +98,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from tihuo.app import create_app
     from tihuo.observability import configure_logging
 
+    # before anything is announced or changed: the port is what a newcomer most often has to change
+    check_port_free(args.host, args.port)
     configure_logging(settings.log_level)
     asyncio.run(_migrate(settings))
     if args.demo:
@@ -105,20 +128,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _work(settings: Settings) -> None:
-    # the runtime without tihuo.app: a worker machine needs no GraphQL schema
-    from core.db import database_from_settings
-    from core.keys import Keys
     from services.provisioning import (
         default_worker_id,
         notifier_from_settings,
         provisioner_from_settings,
         run_worker,
     )
-    from services.runtime import Runtime
 
-    rt = Runtime(
-        db=database_from_settings(settings), settings=settings, keys=Keys.from_secret(settings.secret)
-    )
+    rt = await _runtime(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -148,7 +165,14 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
         from services.metrics import REGISTRY
 
-        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host, registry=REGISTRY)
+        host, port = settings.worker_metrics_host, settings.worker_metrics_port
+        try:
+            start_http_server(port, addr=host, registry=REGISTRY)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {host}:{port} for the worker's metrics (TIHUO_WORKER_METRICS_HOST, "
+                f"TIHUO_WORKER_METRICS_PORT): {os_reason(exc)}"
+            ) from None
     asyncio.run(_work(settings))
     return 0
 
@@ -167,6 +191,10 @@ def cmd_catalog_load(args: argparse.Namespace, settings: Settings) -> int:
     except OSError as exc:
         print(f"cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start]
+        print(f"{args.file}: not UTF-8 text (byte 0x{byte:02x} at position {exc.start})", file=sys.stderr)
+        return 1
     try:
         report = asyncio.run(_load_catalog_text(settings, text))
     except CatalogError as exc:
@@ -188,7 +216,7 @@ def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
     password = sys.stdin.readline().rstrip("\r\n")
 
     async def run() -> None:
-        rt = _runtime(settings)
+        rt = await _runtime(settings)
         try:
             await create_user(
                 rt, username=args.username, password=password, role=Role(args.role.upper()), phone=args.phone
@@ -216,7 +244,7 @@ def _run_on_user(settings: Settings, username: str, change: Callable[[Any], Awai
     from services.errors import NotFound
 
     async def run() -> T:
-        rt = _runtime(settings)
+        rt = await _runtime(settings)
         try:
             return await change(rt)
         finally:
@@ -283,6 +311,16 @@ def cmd_export_schema(args: argparse.Namespace, settings: Settings | None) -> in
     return 0
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1 to 65535)")
+    return port
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="tihuo", description="Pickup cards for cloud hosting: the GraphQL service."
@@ -290,10 +328,17 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="migrate, then serve GraphQL at /graphql")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
-        "--demo", action="store_true", help="on a new database: demo catalog, admin and member"
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for every interface)",
+    )
+    serve.add_argument("--port", type=_port, default=8000, help="TCP port to listen on (default 8000)")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="on a database with no users: load the demo catalog and make a demo admin and member "
+        "(their passwords are printed once)",
     )
     serve.set_defaults(run=cmd_serve)
 
@@ -309,15 +354,24 @@ def parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     load = catalog.add_parser("load", help="validate a catalog TOML file completely, then load it")
-    load.add_argument("file")
+    load.add_argument("file", help="the catalog TOML file (UTF-8); see tests/fixtures/catalog.toml")
     load.set_defaults(run=cmd_catalog_load)
 
     users = commands.add_parser("users", help="accounts").add_subparsers(dest="action", required=True)
     create = users.add_parser("create", help="create an admin or a member")
-    create.add_argument("--username", required=True)
-    create.add_argument("--role", required=True, choices=["admin", "member", "ADMIN", "MEMBER"])
-    create.add_argument("--phone")
-    create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    create.add_argument("--username", required=True, help="the new user's sign-in name")
+    create.add_argument(
+        "--role",
+        required=True,
+        choices=["admin", "member", "ADMIN", "MEMBER"],
+        help="admin (the dashboard) or member (redeems cards)",
+    )
+    create.add_argument("--phone", help="mobile number for the provisioning SMS (optional)")
+    create.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input (required: never on the command line)",
+    )
     create.set_defaults(run=cmd_users_create)
     passwd = users.add_parser(
         "passwd", help="set a user's password; every token issued to the user before stops working"
@@ -350,10 +404,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args, None)
     try:
         settings = load_settings()
-    except SettingsError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        check_data_dir(settings)
+        return args.run(args, settings)
+    except (SettingsError, StartupError) as exc:
+        # a set-up the program cannot work with: one line, no traceback
+        print(one_line(exc), file=sys.stderr)
         return 2
-    return args.run(args, settings)
 
 
 if __name__ == "__main__":
