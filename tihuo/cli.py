@@ -108,13 +108,10 @@ async def _work(settings: Settings) -> None:
     # the runtime without tihuo.app: a worker machine needs no GraphQL schema
     from core.db import database_from_settings
     from core.keys import Keys
-    from services.provisioning import (
-        default_worker_id,
-        notifier_from_settings,
-        provisioner_from_settings,
-        run_worker,
-    )
+    from services.notifiers import notifier_from_settings
+    from services.provisioners import provisioner_from_settings
     from services.runtime import Runtime
+    from services.worker import default_worker_id, run_worker
 
     rt = Runtime(
         db=database_from_settings(settings), settings=settings, keys=Keys.from_secret(settings.secret)
@@ -124,6 +121,7 @@ async def _work(settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
+        # run_worker closes the provisioner's and notifier's connections as it returns
         await run_worker(
             rt,
             provisioner_from_settings(rt),

@@ -22,20 +22,16 @@ from starlette.routing import Route
 
 from core.settings import SettingsError, load_settings
 from models import JobStatus, OrderStatus
-from services.provisioning import (
-    HttpNotifier,
+from services.notifiers import HttpNotifier, NotificationFailed, notifier_from_settings
+from services.provisioners import (
     HttpProvisioner,
-    NotificationFailed,
     ProvisionRequest,
     ProvisionResult,
     Refused,
     TransientFailure,
-    claim_job,
-    login_password,
-    notifier_from_settings,
     provisioner_from_settings,
-    run_job,
 )
+from services.provisioning_jobs import claim_job, login_password, run_job
 from tests.provisioning_helpers import RecordingNotifier, order_state, place_order, with_settings
 
 PROVIDER_SECRET = "provider-signing-secret"
