@@ -206,10 +206,9 @@ class RecordingNotifier:
 
     def __init__(self) -> None:
         self.sent: list[Sms] = []
-        self.closed = False
 
     async def send_sms(self, phone: str | None, text: str, *, secret: str) -> None:
         self.sent.append(Sms(phone, text, secret))
 
     async def aclose(self) -> None:
-        self.closed = True
+        pass
