@@ -30,7 +30,7 @@ from models import (
 from services import cards, codes, redemption
 from services.accounts import create_user
 from services.pricing import ConfigInput
-from services.provisioning import ProvisionRequest, ProvisionResult
+from services.provisioners import ProvisionRequest, ProvisionResult
 from services.runtime import Caller, Runtime, Viewer
 
 CARD_NAME = "测试提货卡"
@@ -190,6 +190,9 @@ class RecordingProvisioner:
         self.requests.append(request)
         return await self.inner.provision(request)
 
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
 
 @dataclass(frozen=True)
 class Sms:
@@ -206,3 +209,6 @@ class RecordingNotifier:
 
     async def send_sms(self, phone: str | None, text: str, *, secret: str) -> None:
         self.sent.append(Sms(phone, text, secret))
+
+    async def aclose(self) -> None:
+        pass

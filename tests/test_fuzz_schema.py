@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from schemathesis.graphql import nodes
 
-from services.provisioning import SimulatedProvisioner, claim_job, run_job
+from services.provisioners import SimulatedProvisioner
+from services.provisioning_jobs import claim_job, run_job
 from tests.conftest import SignedInUser
 from tests.factories import (
     bare_metal_config,

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from models import Role
-from services.provisioning import LogNotifier, SimulatedProvisioner, claim_job, login_password, run_job
+from services.notifiers import LogNotifier
+from services.provisioners import SimulatedProvisioner
+from services.provisioning_jobs import claim_job, login_password, run_job
 from tests.conftest import SignedInUser, make_user
 from tests.factories import create_batch, download_link
 from tihuo.observability import JsonFormatter, configure_logging

@@ -73,14 +73,8 @@ from services.errors import (
     OutOfStock,
 )
 from services.pricing import ConfigInput
-from services.provisioning import (
-    ProvisionRequest,
-    ProvisionResult,
-    Refused,
-    TransientFailure,
-    claim_job,
-    run_job,
-)
+from services.provisioners import ProvisionRequest, ProvisionResult, Refused, TransientFailure
+from services.provisioning_jobs import claim_job, run_job
 from services.runtime import Caller, Runtime
 from tests.conftest import FIXTURES, POSTGRES_URL, Clock, make_user
 from tests.provisioning_helpers import RecordingNotifier

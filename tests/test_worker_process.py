@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from models import JobStatus, OrderStatus
-from services.provisioning import SimulatedProvisioner, claim_job, run_worker
+from services.provisioners import SimulatedProvisioner
+from services.provisioning_jobs import claim_job
+from services.worker import run_worker
 from tests.provisioning_helpers import RecordingNotifier, all_instances, order_state, place_order, wait_until
 
 pytestmark = pytest.mark.usefixtures("catalog")
@@ -149,7 +151,7 @@ async def test_a_worker_told_to_stop_hands_its_job_back_at_once_and_exits_cleanl
 
 
 async def test_the_served_app_runs_a_worker_in_its_lifespan(rt, member):
-    from services.provisioning import default_worker_id
+    from services.worker import default_worker_id
     from tihuo.app import create_app
 
     app = create_app(runtime=rt, start_worker=True)

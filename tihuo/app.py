@@ -21,7 +21,9 @@ from core.keys import Keys
 from core.messages import pick_locale, render
 from core.settings import Settings, load_settings
 from schema.root import build_schema
-from services import downloads, metrics, provisioning
+from services import downloads, metrics, worker
+from services.notifiers import notifier_from_settings
+from services.provisioners import provisioner_from_settings
 from services.runtime import Runtime
 from tihuo import graphiql, preflight
 from tihuo.edge import EdgeMiddleware, error_body, proxy_middleware
@@ -132,14 +134,14 @@ def create_app(
         gc.collect()
         gc.freeze()
         stop = asyncio.Event()
-        worker = None
+        running = None
         if start_worker:
-            worker = asyncio.create_task(
-                provisioning.run_worker(
+            running = asyncio.create_task(
+                worker.run_worker(
                     rt,
-                    provisioning.provisioner_from_settings(rt),
-                    provisioning.notifier_from_settings(rt),
-                    worker_id=provisioning.default_worker_id(),
+                    provisioner_from_settings(rt),
+                    notifier_from_settings(rt),
+                    worker_id=worker.default_worker_id(),
                     stop=stop,
                     poll_seconds=config.worker_poll_seconds,
                 ),
@@ -148,9 +150,10 @@ def create_app(
         try:
             yield
         finally:
-            if worker is not None:
+            if running is not None:
                 stop.set()
-                await worker
+                # the worker closes its provisioner's and notifier's connections as it returns
+                await running
             if owns_runtime:
                 await rt.db.dispose()
             gc.unfreeze()

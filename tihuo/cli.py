@@ -128,12 +128,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _work(settings: Settings) -> None:
-    from services.provisioning import (
-        default_worker_id,
-        notifier_from_settings,
-        provisioner_from_settings,
-        run_worker,
-    )
+    from services.notifiers import notifier_from_settings
+    from services.provisioners import provisioner_from_settings
+    from services.worker import default_worker_id, run_worker
 
     rt = await _runtime(settings)
     stop = asyncio.Event()
@@ -141,6 +138,7 @@ async def _work(settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
+        # run_worker closes the provisioner's and notifier's connections as it returns
         await run_worker(
             rt,
             provisioner_from_settings(rt),

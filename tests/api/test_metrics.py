@@ -12,7 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services import codes, metrics
-from services.provisioning import LogNotifier, SimulatedProvisioner, claim_job, run_job
+from services.notifiers import LogNotifier
+from services.provisioners import SimulatedProvisioner
+from services.provisioning_jobs import claim_job, run_job
 from tests.factories import cloud_server_config, create_batch, download_codes, line_id
 from tests.provisioning_helpers import place_order, with_settings
 

@@ -1,122 +1,46 @@
 """The http provisioner and notifier against a real HTTP server on loopback: signed requests with the
 order number as idempotency key; 2xx opens, 4xx refuses, 5xx, other statuses, silence and connection
-errors are retried."""
+errors are retried. Their kept connections: tests/services/test_kept_connections.py."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import json
 import socket
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from core.settings import SettingsError, load_settings
 from models import JobStatus, OrderStatus
-from services.provisioning import (
-    HttpNotifier,
+from services.notifiers import NotificationFailed, notifier_from_settings
+from services.provisioners import (
     HttpProvisioner,
-    NotificationFailed,
-    ProvisionRequest,
     ProvisionResult,
     Refused,
     TransientFailure,
-    claim_job,
-    login_password,
-    notifier_from_settings,
     provisioner_from_settings,
-    run_job,
+)
+from services.provisioning_jobs import claim_job, login_password, run_job
+from tests.fake_provider import (
+    HANG,
+    PROVIDER_SECRET,
+    SMS_SECRET,
+    http_notifier,
+    http_provisioner,
+    http_rt,
+    request_for,
+    signature,
 )
 from tests.provisioning_helpers import RecordingNotifier, order_state, place_order, with_settings
-
-PROVIDER_SECRET = "provider-signing-secret"
-SMS_SECRET = "sms-signing-secret"
-HANG = "hang"
-
-
-@dataclass
-class Seen:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class FakeProvider:
-    """Answers each POST with the next scripted (status, body), or hangs until released."""
-
-    script: list[Any] = field(default_factory=list)
-    seen: list[Seen] = field(default_factory=list)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-    url: str = ""
-
-    async def answer(self, request: Request) -> Response:
-        self.seen.append(Seen(request.url.path, dict(request.headers), await request.body()))
-        step = self.script.pop(0) if self.script else (204, "")
-        if step == HANG:
-            await self.release.wait()
-            return Response(status_code=504)
-        status, body = step
-        if isinstance(body, dict):
-            return Response(json.dumps(body), status_code=status, media_type="application/json")
-        return Response(body, status_code=status, media_type="text/plain")
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[FakeProvider]:
-    fake = FakeProvider()
-    app = Starlette(
-        routes=[
-            Route("/provision", fake.answer, methods=["POST"]),
-            Route("/sms", fake.answer, methods=["POST"]),
-        ]
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning", log_config=None)
-    )
-    serving = asyncio.create_task(server.serve())
-    async with asyncio.timeout(5):
-        while not server.started:  # noqa: ASYNC110 (uvicorn offers a flag, not an Event)
-            await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    fake.url = f"http://127.0.0.1:{port}"
-    yield fake
-    fake.release.set()
-    server.should_exit = True
-    await serving
-
-
-def http_rt(rt, provider: FakeProvider, **changes: Any):  # type: ignore[no-untyped-def]
-    wanted: dict[str, Any] = {
-        "provisioner": "http",
-        "provisioner_url": f"{provider.url}/provision",
-        "provisioner_secret": PROVIDER_SECRET,
-        "provision_timeout_seconds": 2,
-    }
-    return with_settings(rt, **{**wanted, **changes})
-
-
-def signature(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 async def attempt(rt, notifier=None) -> None:  # type: ignore[no-untyped-def]
     job = await claim_job(rt, "w1")
     assert job is not None
-    await run_job(rt, provisioner_from_settings(rt), notifier or RecordingNotifier(), job)
+    provisioner = provisioner_from_settings(rt)
+    try:
+        await run_job(rt, provisioner, notifier or RecordingNotifier(), job)
+    finally:
+        await provisioner.aclose()
 
 
 @pytest.mark.usefixtures("catalog")
@@ -220,21 +144,6 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def request_for(order_no: str = "T0001") -> ProvisionRequest:
-    return ProvisionRequest(
-        order_no=order_no,
-        product_type="CLOUD_SERVER",  # type: ignore[arg-type]
-        region_name="华东-上海",
-        line_code="sh-bgp",
-        line_name="上海 BGP",
-        ip_pool="198.51.100.0/24",
-        config={"months": 1},
-        os_image_code=None,
-        login_password="Aa1!Aa1!Aa1!Aa1!",
-        member_id=7,
-    )
-
-
 @pytest.mark.parametrize(
     ("status", "body", "raised", "reason"),
     [
@@ -248,13 +157,11 @@ def request_for(order_no: str = "T0001") -> ProvisionRequest:
         (200, {"ipAddress": 5}, TransientFailure, 'unreadable answer: HTTP 200: {"ipAddress": 5}'),
     ],
 )
-async def test_statuses_map_to_refused_or_transient(settings, provider, status, body, raised, reason):
+async def test_statuses_map_to_refused_or_transient(
+    settings, provider, closing, status, body, raised, reason
+):
     provider.script = [(status, body)]
-    provisioner = HttpProvisioner(
-        settings.model_copy(
-            update={"provisioner_url": f"{provider.url}/provision", "provisioner_secret": PROVIDER_SECRET}
-        )
-    )
+    provisioner = closing(http_provisioner(settings, provider))
 
     with pytest.raises(raised) as failure:
         await provisioner.provision(request_for())
@@ -262,26 +169,24 @@ async def test_statuses_map_to_refused_or_transient(settings, provider, status, 
     assert str(failure.value) == reason
 
 
-async def test_a_2xx_answer_may_leave_out_the_address(settings, provider):
+async def test_a_2xx_answer_may_leave_out_the_address(settings, provider, closing):
     provider.script = [(200, {"ipAddress": None, "ref": 12345})]
-    provisioner = HttpProvisioner(
-        settings.model_copy(
-            update={"provisioner_url": f"{provider.url}/provision", "provisioner_secret": PROVIDER_SECRET}
-        )
-    )
+    provisioner = closing(http_provisioner(settings, provider))
 
     assert await provisioner.provision(request_for()) == ProvisionResult(
         ip_address=None, provider_ref="12345"
     )
 
 
-async def test_a_refused_connection_is_transient(settings):
-    provisioner = HttpProvisioner(
-        settings.model_copy(
-            update={
-                "provisioner_url": f"http://127.0.0.1:{free_port()}/provision",
-                "provisioner_secret": PROVIDER_SECRET,
-            }
+async def test_a_refused_connection_is_transient(settings, closing):
+    provisioner = closing(
+        HttpProvisioner(
+            settings.model_copy(
+                update={
+                    "provisioner_url": f"http://127.0.0.1:{free_port()}/provision",
+                    "provisioner_secret": PROVIDER_SECRET,
+                }
+            )
         )
     )
 
@@ -294,16 +199,8 @@ async def test_a_refused_connection_is_transient(settings):
 # ---------------------------------------------------------------- the http notifier
 
 
-def http_notifier(settings, provider: FakeProvider) -> HttpNotifier:  # type: ignore[no-untyped-def]
-    return HttpNotifier(
-        settings.model_copy(
-            update={"notifier": "http", "notifier_url": f"{provider.url}/sms", "notifier_secret": SMS_SECRET}
-        )
-    )
-
-
-async def test_the_http_notifier_posts_a_signed_sms(settings, provider):
-    notifier = http_notifier(settings, provider)
+async def test_the_http_notifier_posts_a_signed_sms(settings, provider, closing):
+    notifier = closing(http_notifier(settings, provider))
 
     await notifier.send_sms("13800000001", "【tihuo】登录密码：Pa55", secret="Pa55")
 
@@ -313,9 +210,9 @@ async def test_the_http_notifier_posts_a_signed_sms(settings, provider):
     assert seen.headers["x-tihuo-signature"] == signature(SMS_SECRET, seen.body)
 
 
-async def test_the_http_notifier_reports_a_refusal_without_the_text(settings, provider):
+async def test_the_http_notifier_reports_a_refusal_without_the_text(settings, provider, closing):
     provider.script = [(502, "echo: 【tihuo】登录密码：Pa55")]
-    notifier = http_notifier(settings, provider)
+    notifier = closing(http_notifier(settings, provider))
 
     with pytest.raises(NotificationFailed) as failure:
         await notifier.send_sms("13800000001", "【tihuo】登录密码：Pa55", secret="Pa55")
@@ -323,8 +220,8 @@ async def test_the_http_notifier_reports_a_refusal_without_the_text(settings, pr
     assert str(failure.value) == "SMS gateway answered HTTP 502"
 
 
-async def test_the_http_notifier_sends_nothing_without_a_phone(settings, provider):
-    await http_notifier(settings, provider).send_sms(None, "text", secret="x")
+async def test_the_http_notifier_sends_nothing_without_a_phone(settings, provider, closing):
+    await closing(http_notifier(settings, provider)).send_sms(None, "text", secret="x")
 
     assert provider.seen == []
 

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import string
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select, update
@@ -23,21 +24,12 @@ from models import (
     Redemption,
 )
 from services.errors import ErrorCode, Forbidden, InvalidState, NotFound
+from services.notifiers import LogNotifier, mask_phone, sms_text
 from services.orders import cancel_order, retry_provisioning
-from services.provisioning import (
-    LogNotifier,
-    ProvisionRequest,
-    ProvisionResult,
-    SimulatedProvisioner,
-    add_months,
-    claim_job,
-    login_password,
-    mask_phone,
-    run_job,
-    run_worker,
-    sms_text,
-)
+from services.provisioners import ProvisionRequest, ProvisionResult, SimulatedProvisioner
+from services.provisioning_jobs import claim_job, expiry, login_password, run_job
 from services.runtime import Caller
+from services.worker import run_worker
 from tests.provisioning_helpers import (
     RecordingNotifier,
     RecordingProvisioner,
@@ -52,6 +44,7 @@ from tests.provisioning_helpers import (
 pytestmark = pytest.mark.usefixtures("catalog")
 
 SHANGHAI_NOON_JAN_31 = datetime(2027, 1, 31, 4, 0, 0, tzinfo=UTC)
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 def as_admin(user) -> Caller:  # type: ignore[no-untyped-def]
@@ -79,13 +72,24 @@ async def provision_once(rt, worker_id="w1", provisioner=None, notifier=None) ->
         (datetime(2026, 5, 31, 10, 0), 36, datetime(2029, 5, 31, 10, 0)),
     ],
 )
-def test_add_months_counts_calendar_months_at_the_same_time_of_day(moment, months, expected):
-    assert add_months(moment, months) == expected
+def test_expiry_counts_calendar_months_at_the_same_time_of_day(moment, months, expected):
+    # the moments as the business time zone reads them; the expiry comes back in UTC
+    ends = expiry(moment.replace(tzinfo=SHANGHAI), months, SHANGHAI)
+
+    assert ends == expected.replace(tzinfo=SHANGHAI)
+    assert ends.tzinfo is UTC
 
 
-def test_add_months_keeps_the_time_zone():
-    moment = datetime(2027, 1, 31, 19, 28, 22, 5, tzinfo=UTC)
-    assert add_months(moment, 1) == datetime(2027, 2, 28, 19, 28, 22, 5, tzinfo=UTC)
+def test_expiry_counts_the_months_in_the_given_time_zone():
+    # 23:00 UTC on Mar 30 is 07:00 on Mar 31 in Shanghai, so a month later is Apr 30 there (Apr 29 in
+    # UTC); counted in UTC it is a day later
+    moment = datetime(2027, 3, 30, 23, 0, 0, 5, tzinfo=UTC)
+
+    assert expiry(moment, 1, SHANGHAI) == datetime(2027, 4, 29, 23, 0, 0, 5, tzinfo=UTC)
+    assert expiry(moment, 1, UTC) == datetime(2027, 4, 30, 23, 0, 0, 5, tzinfo=UTC)
+    assert expiry(datetime(2027, 1, 31, 19, 28, 22, 5, tzinfo=UTC), 1, UTC) == datetime(
+        2027, 2, 28, 19, 28, 22, 5, tzinfo=UTC
+    )
 
 
 # ---------------------------------------------------------------- the login password
@@ -545,6 +549,9 @@ class GatedProvisioner:
             return await self.inner.provision(request)
         finally:
             self.in_flight -= 1
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 async def test_the_worker_starts_at_once_when_woken_and_stops_when_told(rt, member):

@@ -1,0 +1,135 @@
+"""The provisioning worker (RULES §5): the loop that claims due jobs and runs them a few at a time,
+its periodic housekeeping, and the name it signs its jobs with. How a job is claimed and run is
+`services/provisioning_jobs.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import Any
+
+from services.notifiers import Notifier
+from services.provisioners import Provisioner
+from services.provisioning_jobs import ClaimedJob, claim_job, log_extra, run_job
+from services.redemption import purge_idempotency_keys
+from services.runtime import Runtime
+
+log = logging.getLogger("tihuo.provisioning")
+
+HOUSEKEEPING_SECONDS = 600
+
+
+def default_worker_id() -> str:
+    """Names a worker in the jobs it holds: this machine and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def run_worker(
+    rt: Runtime,
+    provisioner: Provisioner,
+    notifier: Notifier,
+    *,
+    worker_id: str,
+    stop: asyncio.Event,
+    poll_seconds: float,
+) -> None:
+    """Claim and run due jobs, up to `worker_concurrency` at once; when none is due, sleep until
+    `rt.jobs_ready` is set, a job finishes, or `poll_seconds` pass. Returns once `stop` is set (or
+    when cancelled), handing back the jobs still in flight. The provisioner and notifier are the
+    worker's from the start: it closes them (their kept connections) as it stops."""
+    limit = rt.settings.worker_concurrency
+    running: set[asyncio.Task[None]] = set()
+    log.info(
+        "worker %s started (up to %d jobs at once)",
+        worker_id,
+        limit,
+        extra={"event": "worker.start", "worker": worker_id},
+    )
+    next_housekeeping = 0.0
+    try:
+        while not stop.is_set():
+            if (now := asyncio.get_running_loop().time()) >= next_housekeeping:
+                next_housekeeping = now + HOUSEKEEPING_SECONDS
+                await _housekeeping(rt, worker_id)
+            # cleared before looking, so a job queued while we look wakes the next wait at once
+            rt.jobs_ready.clear()
+            while len(running) < limit and not stop.is_set():
+                try:
+                    job = await claim_job(rt, worker_id)
+                except Exception:
+                    log.exception(
+                        "worker %s: claiming a job failed",
+                        worker_id,
+                        extra={"event": "worker.claim_error", "worker": worker_id},
+                    )
+                    break
+                if job is None:
+                    break
+                task = asyncio.create_task(
+                    _run_logged(rt, provisioner, notifier, job), name=f"provision-{job.order_no}"
+                )
+                running.add(task)
+                task.add_done_callback(running.discard)
+            await _wait_for_any([rt.jobs_ready.wait(), stop.wait()], running, poll_seconds)
+    finally:
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+        await _close(worker_id, provisioner, notifier)
+        log.info("worker %s stopped", worker_id, extra={"event": "worker.stop", "worker": worker_id})
+
+
+async def _close(worker_id: str, *holders: Provisioner | Notifier) -> None:
+    """Close each, after the jobs that used them have ended; one that fails to close is logged and
+    does not keep the others open."""
+    for holder in holders:
+        try:
+            await holder.aclose()
+        except Exception:
+            log.exception(
+                "worker %s: closing %s failed",
+                worker_id,
+                type(holder).__name__,
+                extra={"event": "worker.close_error", "worker": worker_id},
+            )
+
+
+async def _housekeeping(rt: Runtime, worker_id: str) -> None:
+    """Periodic tidying that belongs to no request: expired idempotency keys."""
+    try:
+        removed = await purge_idempotency_keys(rt)
+    except Exception:
+        log.exception(
+            "worker %s: housekeeping failed", worker_id, extra={"event": "worker.housekeeping_error"}
+        )
+        return
+    if removed:
+        log.info(
+            "worker %s: %d expired idempotency keys removed",
+            worker_id,
+            removed,
+            extra={"event": "worker.housekeeping"},
+        )
+
+
+async def _run_logged(rt: Runtime, provisioner: Provisioner, notifier: Notifier, job: ClaimedJob) -> None:
+    try:
+        await run_job(rt, provisioner, notifier, job)
+    except Exception:
+        # recording the outcome failed (the database went away): the lease brings the job back
+        log.exception(
+            "order %s: outcome not recorded", job.order_no, extra=log_extra(job, "provisioning.error")
+        )
+
+
+async def _wait_for_any(waits: list[Any], running: set[asyncio.Task[None]], seconds: float) -> None:
+    waiters = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait([*waiters, *running], timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
