@@ -13,21 +13,22 @@ from sqlalchemy import func, select
 from core.db import Database
 from models import HostingPlan, Line, OsImage, ProductModel, ProductType, Region, Role, line_os_images
 from services.catalog import (
-    CatalogError,
-    KindReport,
-    LoadReport,
     browse_product_models,
     browse_regions,
-    demo_catalog_text,
     hosting_plans_for_line,
     lines_for_regions,
     list_regions,
-    load_catalog,
-    load_catalog_text,
     os_images_for_lines,
-    parse_catalog,
     product_models_for_line,
     regions_by_ids,
+)
+from services.catalog_file import CatalogError, parse_catalog
+from services.catalog_loading import (
+    KindReport,
+    LoadReport,
+    demo_catalog_text,
+    load_catalog,
+    load_catalog_text,
 )
 from services.errors import Unauthenticated
 from services.pricing import ConfigInput, price_config
