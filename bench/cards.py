@@ -41,7 +41,7 @@ from core.settings import load_settings
 from models import Role
 from services import codes
 from services.accounts import create_user
-from services.catalog import load_catalog_text
+from services.catalog_loading import load_catalog_text
 from services.runtime import Runtime
 from tihuo.app import create_app
 from tihuo.migrate import migrate

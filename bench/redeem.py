@@ -44,7 +44,7 @@ from models import Card, CardBatch, CardStatus, Order, ProductType, Redemption, 
 from services import cards as card_service  # noqa: E402
 from services import downloads  # noqa: E402
 from services.accounts import create_user  # noqa: E402
-from services.catalog import load_catalog_text  # noqa: E402
+from services.catalog_loading import load_catalog_text  # noqa: E402
 from services.pricing import ConfigInput  # noqa: E402
 from services.runtime import Caller, Runtime  # noqa: E402
 from tihuo.migrate import migrate  # noqa: E402

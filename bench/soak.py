@@ -62,7 +62,7 @@ from core.settings import load_settings  # noqa: E402
 from models import Card, CardStatus, Order, OrderStatus, Redemption, Role  # noqa: E402
 from services import codes  # noqa: E402
 from services.accounts import create_user  # noqa: E402
-from services.catalog import load_catalog_text  # noqa: E402
+from services.catalog_loading import load_catalog_text  # noqa: E402
 from services.runtime import Caller, Runtime  # noqa: E402
 from tihuo.migrate import migrate  # noqa: E402
 

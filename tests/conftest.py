@@ -173,7 +173,8 @@ async def member(rt: Runtime) -> SignedInUser:
 @pytest.fixture
 async def catalog(rt: Runtime) -> None:
     """The example catalog of the format description, loaded."""
-    from services.catalog import load_catalog, parse_catalog
+    from services.catalog_file import parse_catalog
+    from services.catalog_loading import load_catalog
 
     await load_catalog(rt.db, parse_catalog((FIXTURES / "catalog.toml").read_text(encoding="utf-8")))
 

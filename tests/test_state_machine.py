@@ -61,7 +61,8 @@ from models import (
     Role,
 )
 from services import cards, codes, orders, redemption
-from services.catalog import load_catalog, parse_catalog
+from services.catalog_file import parse_catalog
+from services.catalog_loading import load_catalog
 from services.errors import (
     CardUnavailable,
     DomainError,

@@ -61,7 +61,7 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _load_catalog_text(settings: Settings, text: str) -> str:
-    from services.catalog import load_catalog_text
+    from services.catalog_loading import load_catalog_text
 
     rt = await _runtime(settings)
     try:
@@ -74,7 +74,7 @@ async def _load_catalog_text(settings: Settings, text: str) -> str:
 async def _set_up_demo(settings: Settings) -> list[tuple[str, str]]:
     """On a database with no users: load the demo catalog and make a demo admin and member."""
     from services.accounts import create_user
-    from services.catalog import demo_catalog_text, load_catalog_text
+    from services.catalog_loading import demo_catalog_text, load_catalog_text
 
     rt = await _runtime(settings)
     try:
@@ -182,7 +182,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_catalog_load(args: argparse.Namespace, settings: Settings) -> int:
-    from services.catalog import CatalogError
+    from services.catalog_file import CatalogError
 
     try:
         text = Path(args.file).read_text(encoding="utf-8")

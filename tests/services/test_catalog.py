@@ -10,24 +10,26 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import func, select
 
+from core.columns import Money
 from core.db import Database
 from models import HostingPlan, Line, OsImage, ProductModel, ProductType, Region, Role, line_os_images
 from services.catalog import (
-    CatalogError,
-    KindReport,
-    LoadReport,
     browse_product_models,
     browse_regions,
-    demo_catalog_text,
     hosting_plans_for_line,
     lines_for_regions,
     list_regions,
-    load_catalog,
-    load_catalog_text,
     os_images_for_lines,
-    parse_catalog,
     product_models_for_line,
     regions_by_ids,
+)
+from services.catalog_file import CatalogError, parse_catalog
+from services.catalog_loading import (
+    KindReport,
+    LoadReport,
+    demo_catalog_text,
+    load_catalog,
+    load_catalog_text,
 )
 from services.errors import Unauthenticated
 from services.pricing import ConfigInput, price_config
@@ -305,6 +307,12 @@ BROKEN = [
         ["lines[1].options.max_ips: required"],
         id="missing-option",
     ),
+    pytest.param(
+        # a family that is not even a string was once a TypeError (a list is not hashable)
+        [('family = "WINDOWS"', 'family = ["WINDOWS"]')],
+        ["os_images[2].family: ['WINDOWS'] is not one of LINUX, WINDOWS"],
+        id="family-as-array",
+    ),
 ]
 
 
@@ -339,6 +347,122 @@ def test_all_problems_are_collected_not_just_the_first() -> None:
         'product_models[0].monthly: "899.001" has more than 2 decimals',
         'hosting_plans[0].monthly: must be a decimal string such as "8.66", not 15',
     ]
+
+
+def test_every_problem_of_one_entry_is_reported_together() -> None:
+    # given one line with a wrong reference, broken options, broken prices and an unlisted peak
+    text = _edit(
+        EXAMPLE,
+        ('region = "hk"', 'region = "xx"'),
+        (
+            'os_images = ["ubuntu-22.04", "win-2019"]',
+            'os_images = ["ubuntu-22.04", "win-2022", "ubuntu-22.04"]',
+        ),
+        ("  max_ips = 1\n", ""),
+        ('base = "20.00"', "base = 20.0"),
+        ('[["3", "25.00"], ["*", "40.00"]]', '[["3", "25.00"], ["2", "forty"]]'),
+        ('defense = { "0" = "0.00" }', 'defense = { "0" = "0.00", "15" = "1.00" }'),
+    )
+
+    # when it is parsed, then none of them waits for the others to be fixed
+    assert _problems(text) == [
+        'lines[1].region: unknown region "xx"',
+        'lines[1].os_images[1]: unknown image "win-2022"',
+        'lines[1].os_images[2]: duplicate "ubuntu-22.04"',
+        "lines[1].options.max_ips: required",
+        'lines[1].pricing.base: must be a decimal string such as "8.66", not 20.0',
+        'lines[1].pricing.bandwidth_tiers[1][1]: "forty" is not a decimal number',
+        "lines[1].pricing.bandwidth_tiers[1][0]: 2 must be more than the tier before (3)",
+        'lines[1].pricing.bandwidth_tiers: the last tier must be ["*", price]',
+        'lines[1].pricing.defense: "15" is not a listed peak',
+    ]
+
+
+def test_a_models_line_is_checked_even_when_the_model_has_other_problems() -> None:
+    # given the bare-metal model moved to a line without bare metal, with a blank name and stock -1
+    text = _edit(
+        EXAMPLE,
+        ('line = "sh-bgp"\nname = "E5-2650 v4 双路"', 'line = "hk-cn2"\nname = " "'),
+        ("stock = 5", "stock = -1"),
+    )
+
+    # when it is parsed, then all three are listed
+    assert _problems(text) == [
+        'product_models[0].line: line "hk-cn2" does not offer BARE_METAL',
+        "product_models[0].name: must not be blank",
+        "product_models[0].stock: must be at least 0, not -1",
+    ]
+
+
+# texts of the file: the place, its key and value in the example, and the column it is stored in
+TEXTS = [
+    pytest.param("regions[1].name", 'name = "中国香港"', Region.__table__.c.name, id="region-name"),
+    pytest.param("os_images[0].name", 'name = "CentOS 7.9 x64"', OsImage.__table__.c.name, id="image-name"),
+    pytest.param("lines[1].code", 'code = "hk-cn2"', Line.__table__.c.code, id="line-code"),
+    pytest.param("lines[1].name", 'name = "香港 CN2"', Line.__table__.c.name, id="line-name"),
+    pytest.param(
+        "product_models[0].code", 'code = "bm-e5-2650"', ProductModel.__table__.c.code, id="model-code"
+    ),
+    pytest.param(
+        "product_models[0].cpu",
+        'cpu = "Intel E5-2650 v4 12核24线程 ×2"',
+        ProductModel.__table__.c.cpu,
+        id="model-cpu",
+    ),
+    pytest.param(
+        "product_models[0].memory", 'memory = "DDR4 64GB"', ProductModel.__table__.c.memory, id="model-memory"
+    ),
+    pytest.param(
+        "product_models[0].disks",
+        'disks = "SSD 480GB ×1, SATA 2TB ×1"',
+        ProductModel.__table__.c.disks,
+        id="model-disks",
+    ),
+    pytest.param("hosting_plans[0].code", 'code = "vh-basic"', HostingPlan.__table__.c.code, id="plan-code"),
+    pytest.param(
+        "hosting_plans[0].description",
+        'description = "网页空间 2GB · 数据库 200MB · 月流量 50GB"',
+        HostingPlan.__table__.c.description,
+        id="plan-text",
+    ),
+]
+
+
+@pytest.mark.parametrize(("place", "old", "column"), TEXTS)
+async def test_a_text_may_be_as_long_as_its_column_and_no_longer(
+    db: Database, place: str, old: str, column: Any
+) -> None:
+    # given the text made as long as its column, and one character longer
+    width = column.type.length
+    key = old.split(" = ")[0]
+    longest = "字" * width
+    fitting = _edit(EXAMPLE, (old, f'{key} = "{longest}"'))
+    too_long = _edit(EXAMPLE, (old, f'{key} = "{longest}x"'))
+
+    # when both are parsed, then the longest is refused by one character only
+    assert _problems(too_long) == [f"{place}: longer than {width} characters"]
+    await load_catalog(db, parse_catalog(fitting))
+
+    # and the longest is stored whole (PostgreSQL would refuse it if it did not fit)
+    async with db.read() as session:
+        stored = await session.scalars(select(column).where(column == longest))
+        assert list(stored) == [longest]
+
+
+async def test_an_amount_may_be_as_large_as_a_money_column_holds(db: Database) -> None:
+    # given the largest amount NUMERIC(precision, scale) holds, and the next one
+    whole_digits = Money.impl.precision - Money.impl.scale
+    largest = "9" * whole_digits + "." + "9" * Money.impl.scale
+    next_one = "1" + "0" * whole_digits
+    with_largest = _edit(EXAMPLE, ('monthly = "899.00"', f'monthly = "{largest}"'))
+    with_next = _edit(EXAMPLE, ('monthly = "899.00"', f'monthly = "{next_one}"'))
+
+    # when both are parsed, then the next one is too large
+    assert _problems(with_next) == [f'product_models[0].monthly: "{next_one}" is too large']
+
+    # and the largest is loaded and read back exactly
+    await load_catalog(db, parse_catalog(with_largest))
+    assert (await _by_code(db, ProductModel, "bm-e5-2650")).monthly == Decimal(largest)
 
 
 def test_a_file_that_is_not_toml_is_one_problem() -> None:

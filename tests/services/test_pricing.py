@@ -15,7 +15,8 @@ from sqlalchemy import select, update
 
 from core.db import Database
 from models import HostingPlan, Line, ProductModel, ProductType, Role
-from services.catalog import load_catalog, parse_catalog
+from services.catalog_file import parse_catalog
+from services.catalog_loading import load_catalog
 from services.errors import Forbidden, InvalidInput, NotFound, OutOfStock, Unauthenticated
 from services.pricing import (
     ConfigInput,
