@@ -47,7 +47,7 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
-async def healthy(url: str, process: subprocess.Popen[bytes], seconds: float = 20) -> None:
+async def healthy(url: str, process: subprocess.Popen[bytes], seconds: float = 90) -> None:
     deadline = time.monotonic() + seconds
     async with httpx.AsyncClient(base_url=url, timeout=1) as http:
         while time.monotonic() < deadline:
