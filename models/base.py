@@ -1,4 +1,5 @@
-"""Declarative base and the column types every model shares (UTC time, exact money, enums)."""
+"""Declarative base, the naming convention, ids, and the enums the models share (their column types:
+core/columns.py)."""
 
 from __future__ import annotations
 

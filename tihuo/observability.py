@@ -1,48 +1,16 @@
-"""Request ids and logging: every response carries X-Request-ID and every log line the id of
-the request it was written for, as one JSON object per line."""
+"""Logging: one JSON object per line, each carrying the id of the request it was written for (the
+id is set by the HTTP edge, tihuo/edge.py), with the drivers kept quiet below WARNING."""
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
-import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TextIO
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
-
-
-class RequestIdMiddleware:
-    """Takes a well-formed incoming X-Request-ID or makes one; echoes it on the response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
-        token = request_id_var.set(request_id)
-        scope.setdefault("state", {})["request_id"] = request_id
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            request_id_var.reset(token)
 
 
 # what every LogRecord carries by itself; anything else on a record came from `extra=` and is kept
