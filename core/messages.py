@@ -150,6 +150,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Content-Type must be application/json.",
     },
     "http.not_found": {"zh-CN": "地址不存在。", "en": "Not found."},
+    "http.cors": {
+        "zh-CN": "不允许该来源（或该方法、请求头）跨域访问。",
+        "en": "This origin (or method, or header) may not call the API across origins.",
+    },
 }
 
 

@@ -25,7 +25,7 @@ from schema.root import build_schema
 from services import downloads, metrics, provisioning
 from services.runtime import Runtime
 from tihuo import graphiql
-from tihuo.edge import EdgeMiddleware, error_body, proxy_middleware
+from tihuo.edge import EdgeMiddleware, cors_middleware, error_body, proxy_middleware
 from tihuo.graphql_view import TihuoGraphQL
 from tihuo.observability import configure_logging
 
@@ -160,6 +160,8 @@ def create_app(
         middleware=[
             # forwarded headers only from TIHUO_FORWARDED_ALLOW_IPS's proxies (none by default)
             *proxy_middleware(config.trusted_proxies),
+            # outside the edge, so its refusals (413) are readable by an allowed origin's page too
+            *cors_middleware(config.cors_allowed),
             Middleware(EdgeMiddleware, max_body_bytes=config.max_body_bytes),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},

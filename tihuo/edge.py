@@ -1,6 +1,6 @@
 """The HTTP edge, before any route: request ids, the body-size limit, trusted proxies' forwarded
-headers, headers every answer carries, and the JSON shape of every answer that is not GraphQL's own
-(RULES-v2 §6: never text/plain, never a bare 500)."""
+headers, cross-origin access (CORS), compression, headers every answer carries, and the JSON shape
+of every answer that is not GraphQL's own (RULES-v2 §6: never text/plain, never a bare 500)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import uuid
 from collections.abc import Sequence
 
 import orjson
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -147,3 +150,54 @@ def proxy_middleware(allowed: Sequence[str]) -> list[Middleware]:
     if not allowed:
         return []
     return [Middleware(ProxyHeadersMiddleware, trusted_hosts=list(allowed))]
+
+
+# what a page on an allowed origin may send besides the CORS-safelisted headers (RULES-v2 §6)
+CORS_HEADERS = ("Authorization", "Content-Type", "Accept-Language", "X-Request-ID")
+# how long a browser may reuse an accepted preflight (Chromium keeps it at most 2 hours)
+CORS_MAX_AGE_SECONDS = 600
+
+
+class Cors(CORSMiddleware):
+    """Starlette's CORS middleware, answering preflights as the rest of the edge answers: an accepted
+    one is 204 with no body, a refused one (an origin, method or header not allowed) 403 as JSON
+    with the code CORS_NOT_ALLOWED instead of Starlette's 400 text/plain. Either way the browser
+    decides by the Access-Control-Allow-* headers, which a refused origin never gets."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        decided = super().preflight_response(request_headers)
+        headers = {
+            name: value
+            for name, value in decided.headers.items()
+            if name not in ("content-type", "content-length")
+        }
+        if decided.status_code == 200:
+            return Response(status_code=204, headers=headers)
+        message = render("http.cors", pick_locale(request_headers.get("accept-language")))
+        headers["cache-control"] = "no-store"
+        return Response(
+            error_body("CORS_NOT_ALLOWED", message),
+            status_code=403,
+            media_type="application/json",
+            headers=headers,
+        )
+
+
+def cors_middleware(origins: Sequence[str]) -> list[Middleware]:
+    """Cross-origin access for the pages of these origins alone (TIHUO_CORS_ORIGINS): GET and POST,
+    the headers of CORS_HEADERS, no credentials mode (tokens travel in a header, never in a cookie),
+    and X-Request-ID readable by the page. With none, no CORS headers at all: browsers keep every
+    other origin's page from reading an answer, and a preflight gets 405 like any OPTIONS."""
+    if not origins:
+        return []
+    return [
+        Middleware(
+            Cors,
+            allow_origins=list(origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=list(CORS_HEADERS),
+            allow_credentials=False,
+            expose_headers=["X-Request-ID"],
+            max_age=CORS_MAX_AGE_SECONDS,
+        )
+    ]
