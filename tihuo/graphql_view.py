@@ -1,6 +1,7 @@
 """GraphQL over HTTP at /graphql: Strawberry's ASGI view with tihuo's context, orjson, our GraphiQL
-page, and every malformed request answered as JSON with a code and a fitting 4xx status
-(RULES-v2 §6) instead of Strawberry's plain-text refusals."""
+page, queries over GET with a Cache-Control that fits each answer, and every malformed request
+answered as JSON with a code and a fitting 4xx status (RULES-v2 §6) instead of Strawberry's
+plain-text refusals."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from strawberry.types.graphql import OperationType
 
 from core.messages import render
 from resolvers.context import Context, build_context
+from schema.caching import catalog_only
+from schema.documents import CACHEABLE_BYTES
 from services.runtime import Runtime
 from tihuo import graphiql
 from tihuo.edge import RequestRefused, send_refusal
@@ -38,11 +41,15 @@ _STRAWBERRY_CODES = {
     405: "METHOD_NOT_ALLOWED",
     415: "UNSUPPORTED_MEDIA_TYPE",
 }
+# every answer but a catalog read's over GET: someone's private data, kept by no cache
+PRIVATE = "private, no-store"
+# query parameters that make a GET a GraphQL request rather than a visit to GraphiQL
+_REQUEST_PARAMETERS = ("query", "extensions", "documentId", "doc_id")
 
 
 class TihuoGraphQL(GraphQL):
     def __init__(self, schema: Any, runtime: Runtime) -> None:
-        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=False)
+        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
         self.runtime = runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -67,6 +74,12 @@ class TihuoGraphQL(GraphQL):
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         assert isinstance(request, Request)
         return await build_context(self.runtime, request)
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        # a GET naming a document by its hash alone has no `query`, and fetch() accepts */*
+        if any(request.query_params.get(name) is not None for name in _REQUEST_PARAMETERS):
+            return False
+        return super().should_render_graphql_ide(request)
 
     def decode_json(self, data: str | bytes) -> object:
         return orjson.loads(data)
@@ -109,7 +122,7 @@ class TihuoGraphQL(GraphQL):
         seconds = self.runtime.settings.request_timeout_seconds
         try:
             async with asyncio.timeout(seconds):
-                return await super().execute_single(
+                result = await super().execute_single(
                     request=request,
                     request_adapter=request_adapter,
                     sub_response=sub_response,
@@ -136,11 +149,27 @@ class TihuoGraphQL(GraphQL):
             if isinstance(cause, CannotGetOperationTypeError):
                 raise RequestRefused(400, "BAD_REQUEST", "http.bad_request", reason=refused.reason) from None
             raise
+        if request_adapter.method == "GET":
+            self._may_be_kept(sub_response, query, request_data.operation_name, result)
+        return result
+
+    def _may_be_kept(self, sub_response: Any, query: str, operation_name: str | None, result: Any) -> None:
+        """A GET's answer made only of catalog reads, without errors, may be kept by the asker's own
+        cache for TIHUO_CATALOG_CACHE_SECONDS (private: it was asked with a token). Caches must key
+        it by the token and the language too. A POST's answer is never kept by caches anyway."""
+        seconds = self.runtime.settings.catalog_cache_seconds
+        if not seconds or result.errors or not isinstance(query, str) or len(query) > CACHEABLE_BYTES:
+            return
+        document = self.schema.documents.get(query).document
+        if document is not None and catalog_only(document, operation_name, self.schema.catalog_fields):
+            sub_response.headers["cache-control"] = f"private, max-age={seconds}"
+            sub_response.headers["vary"] = "Authorization, Accept-Language"
 
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
         response = super().create_response(response_data, sub_response)
-        # answers hold private data (a member's orders, an admin's cards): never kept by a cache
-        response.headers.setdefault("cache-control", "no-store")
+        # answers hold private data (a member's orders, an admin's cards): never kept by a cache,
+        # unless _may_be_kept said otherwise
+        response.headers.setdefault("cache-control", PRIVATE)
         return response
 
     async def render_graphql_ide(self, request: Request) -> Response:
