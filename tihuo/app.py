@@ -25,7 +25,13 @@ from schema.root import build_schema
 from services import downloads, metrics, provisioning
 from services.runtime import Runtime
 from tihuo import graphiql
-from tihuo.edge import EdgeMiddleware, cors_middleware, error_body, proxy_middleware
+from tihuo.edge import (
+    EdgeMiddleware,
+    compression_middleware,
+    cors_middleware,
+    error_body,
+    proxy_middleware,
+)
 from tihuo.graphql_view import TihuoGraphQL
 from tihuo.observability import configure_logging
 
@@ -163,6 +169,7 @@ def create_app(
             # outside the edge, so its refusals (413) are readable by an allowed origin's page too
             *cors_middleware(config.cors_allowed),
             Middleware(EdgeMiddleware, max_body_bytes=config.max_body_bytes),
+            compression_middleware(),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,

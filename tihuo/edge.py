@@ -14,6 +14,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette_compress import CompressMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from core.messages import pick_locale, render
@@ -201,3 +202,16 @@ def cors_middleware(origins: Sequence[str]) -> list[Middleware]:
             max_age=CORS_MAX_AGE_SECONDS,
         )
     ]
+
+
+# answers up to this size go as they are: below it compression saves less than it costs
+COMPRESS_ABOVE_BYTES = 1024
+
+
+def compression_middleware() -> Middleware:
+    """gzip, or Brotli where the client's Accept-Encoding names `br` (starlette-compress; zstd left
+    off, RULES-v2 §6 asks for these two), for answers over COMPRESS_ABOVE_BYTES of the text types
+    it knows (JSON, HTML, scripts, the downloads' text, which streams compressed); none when the
+    client does not ask. Compressing private answers is safe from BREACH-style guessing here: a
+    token travels in a header a foreign page cannot make the browser send, never in a cookie."""
+    return Middleware(CompressMiddleware, minimum_size=COMPRESS_ABOVE_BYTES + 1, zstd=False)
