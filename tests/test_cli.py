@@ -64,3 +64,22 @@ def test_export_schema_prints_the_checked_in_sdl(capsys):
     assert capsys.readouterr().out == (Path(__file__).parent.parent / "schema.graphql").read_text(
         encoding="utf-8"
     )
+
+
+def test_serve_with_a_manifest_it_cannot_trust_exits_2_before_serving(env, monkeypatch, capsys):
+    import uvicorn
+
+    from tihuo import observability
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: served.append(args))
+    monkeypatch.setattr(observability, "configure_logging", lambda level: None)
+    (env / "manifest.json").write_text('{"abc": "query { me { id } }"}')
+    monkeypatch.setenv("TIHUO_TRUSTED_DOCUMENTS", str(env / "manifest.json"))
+
+    assert cli.main(["serve"]) == 2
+
+    error = capsys.readouterr().err
+    assert "configuration error: TIHUO_TRUSTED_DOCUMENTS:" in error
+    assert "'abc' is not the SHA-256 of its document" in error
+    assert served == []

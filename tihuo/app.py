@@ -34,6 +34,7 @@ from tihuo.edge import (
 )
 from tihuo.graphql_view import TihuoGraphQL
 from tihuo.observability import configure_logging
+from tihuo.persisted import PersistedDocuments, load_manifest
 
 log = logging.getLogger("tihuo.app")
 _HTTP_CODES = {404: ("NOT_FOUND", "http.not_found"), 405: ("METHOD_NOT_ALLOWED", "http.method")}
@@ -91,6 +92,8 @@ def create_app(
         max_cost=config.query_max_cost,
         introspection_signed_in=config.introspection == "signed-in",
     )
+    trusted = None if config.trusted_documents is None else load_manifest(config.trusted_documents)
+    persisted = PersistedDocuments(schema.documents, trusted, config.trusted_documents_only)
 
     async def healthz(_: Request) -> JSONResponse:
         try:
@@ -157,7 +160,7 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/graphql", TihuoGraphQL(schema, rt), methods=["GET", "POST"]),
+            Route("/graphql", TihuoGraphQL(schema, rt, persisted), methods=["GET", "POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/downloads/{token}", download, methods=["GET"]),
             *([Route("/metrics", metrics_page, methods=["GET"])] if config.metrics_enabled else []),

@@ -350,10 +350,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args, None)
     try:
         settings = load_settings()
+        # some settings are read when the app is made (the trusted documents' manifest)
+        return args.run(args, settings)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    return args.run(args, settings)
 
 
 if __name__ == "__main__":

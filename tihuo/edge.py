@@ -26,13 +26,25 @@ NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 class RequestRefused(Exception):
     """A request the server will not run, answered with `status` and `{"errors": [{message,
-    extensions: {code}}]}`; `key` picks the message (core.messages)."""
+    extensions: {code}}]}`; `key` picks the message (core.messages), unless a protocol wants its
+    own words (`literal`, e.g. Apollo's PersistedQueryNotFound, which clients match)."""
 
-    def __init__(self, status: int, code: str, key: str, **params: object) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        key: str,
+        *,
+        literal: str | None = None,
+        cache_control: str = "no-store",
+        **params: object,
+    ) -> None:
         super().__init__(key)
         self.status = status
         self.code = code
         self.key = key
+        self.literal = literal
+        self.cache_control = cache_control
         self.params = params
 
 
@@ -49,7 +61,9 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 async def send_refusal(scope: Scope, send: Send, refused: RequestRefused) -> None:
     """Answer `refused` as JSON in the language the request asked for."""
-    message = render(refused.key, pick_locale(_header(scope, b"accept-language")), **refused.params)
+    message = refused.literal or render(
+        refused.key, pick_locale(_header(scope, b"accept-language")), **refused.params
+    )
     body = error_body(refused.code, message)
     await send(
         {
@@ -58,7 +72,7 @@ async def send_refusal(scope: Scope, send: Send, refused: RequestRefused) -> Non
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
+                (b"cache-control", refused.cache_control.encode()),
             ],
         }
     )
