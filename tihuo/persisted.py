@@ -8,8 +8,10 @@ How clients name a document, each accepted unchanged:
   does not know is answered the Apollo way, `PersistedQueryNotFound` with the code
   PERSISTED_QUERY_NOT_FOUND and HTTP 200, so the client sends the text with the hash once
   (register) and the hash alone afterwards. The text must hash to the hash it comes with.
-- `documentId` (the GraphQL-over-HTTP persisted documents proposal: `sha256:<hex>` or the bare hex)
-  and Relay's `doc_id`, for documents of the trusted manifest.
+- `documentId` (the GraphQL-over-HTTP persisted documents proposal, and what GraphQL Code
+  Generator's guide sends: `sha256:<hex>` or the bare hex) and Relay's `doc_id`, for documents of
+  the trusted manifest. A `sha256:` prefix is accepted in APQ's sha256Hash too, as a client may
+  hand on Code Generator's hash unchanged.
 
 Where the texts come from: the trusted manifest (TIHUO_TRUSTED_DOCUMENTS), then the texts the
 document cache keeps (schema.documents), which is the APQ store: in-process and bounded, so with
@@ -67,8 +69,8 @@ class Resolved:
 
 def load_manifest(path: Path) -> dict[str, TrustedDocument]:
     """The trusted documents of a manifest file, by the hex SHA-256 of their text: a JSON object
-    of hash -> text (GraphQL Code Generator's persisted-documents.json, Relay's persisted queries
-    with SHA256) or Apollo's persisted query manifest. Every hash must be that of its text (a
+    of hash -> text (GraphQL Code Generator's persisted-documents.json, whose keys are
+    `sha256:<hex>`; Relay's persisted queries with SHA256) or Apollo's persisted query manifest. Every hash must be that of its text (a
     manifest made with another hash, such as Code Generator's default sha1, is refused) and every
     text must parse; else SettingsError naming the variable."""
 
@@ -92,7 +94,8 @@ def load_manifest(path: Path) -> dict[str, TrustedDocument]:
     for key, text in content.items():
         if not isinstance(key, str) or not isinstance(text, str):
             raise refused("must be a JSON object of SHA-256 -> document")
-        if digest_of(text).hex() != key.lower():
+        hexadecimal = key.lower().removeprefix("sha256:")  # Code Generator writes "sha256:<hex>"
+        if digest_of(text).hex() != hexadecimal:
             raise refused(f"{key!r} is not the SHA-256 of its document (made with another hash?)")
         try:
             document = parse(text)
@@ -103,7 +106,7 @@ def load_manifest(path: Path) -> dict[str, TrustedDocument]:
             for definition in document.definitions
             if isinstance(definition, OperationDefinitionNode) and definition.name is not None
         )
-        trusted[key.lower()] = TrustedDocument(text=text, operation_names=names)
+        trusted[hexadecimal] = TrustedDocument(text=text, operation_names=names)
     return trusted
 
 
@@ -116,9 +119,11 @@ def requested_hash(extensions: dict[str, Any] | None) -> str | None:
     if not isinstance(persisted, dict) or persisted.get("version") != 1:
         raise RequestRefused(400, "BAD_REQUEST", "persisted.version")
     value = persisted.get("sha256Hash")
-    if not isinstance(value, str) or not _SHA256.fullmatch(value.lower()):
+    # Code Generator's documents carry their hash as "sha256:<hex>", and clients pass it on as it is
+    hexadecimal = value.lower().removeprefix("sha256:") if isinstance(value, str) else ""
+    if not _SHA256.fullmatch(hexadecimal):
         raise RequestRefused(400, "BAD_REQUEST", "persisted.hash")
-    return value.lower()
+    return hexadecimal
 
 
 def document_id_hash(value: object) -> str:

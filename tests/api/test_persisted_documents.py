@@ -256,6 +256,24 @@ async def test_a_trusted_documents_operation_name_labels_its_metrics(serve, memb
 # --- the manifest file ---------------------------------------------------------------------------
 
 
+def test_a_code_generator_manifest_is_read_with_its_prefixed_keys(tmp_path):
+    path = tmp_path / "persisted-documents.json"
+    path.write_text(json.dumps({f"sha256:{sha256(PORTAL_ME)}": PORTAL_ME}))
+
+    trusted = load_manifest(path)
+
+    assert list(trusted) == [sha256(PORTAL_ME)]
+    assert trusted[sha256(PORTAL_ME)].text == PORTAL_ME
+
+
+async def test_a_prefixed_hash_in_apq_names_the_same_document(serve, member):
+    extensions = {"persistedQuery": {"version": 1, "sha256Hash": f"sha256:{sha256(PORTAL_ME)}"}}
+    async with serve() as http:
+        response = await http.post("/graphql", json={"extensions": extensions}, headers=member.headers)
+
+    assert response.json() == {"data": {"me": {"username": "member"}}}
+
+
 def test_an_apollo_manifest_is_read_too(tmp_path):
     path = tmp_path / "persisted-query-manifest.json"
     path.write_text(
