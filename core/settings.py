@@ -131,8 +131,7 @@ class Settings(BaseSettings):
 
     @property
     def cors_allowed(self) -> list[str]:
-        # browsers send the scheme and host in lower case
-        return [part.strip().lower() for part in self.cors_origins.split(",") if part.strip()]
+        return [_as_browsers_send(part.strip()) for part in self.cors_origins.split(",") if part.strip()]
 
     @property
     def trusted_proxies(self) -> list[str]:
@@ -185,6 +184,15 @@ class Settings(BaseSettings):
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
         return path.read_bytes().strip()
+
+
+def _as_browsers_send(origin: str) -> str:
+    """An origin as browsers write it in an Origin header: lower case, without a default port."""
+    origin = origin.lower()
+    for scheme, port in (("https://", ":443"), ("http://", ":80")):
+        if origin.startswith(scheme) and origin.endswith(port):
+            return origin.removesuffix(port)
+    return origin
 
 
 def load_settings(**overrides: object) -> Settings:

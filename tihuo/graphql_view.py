@@ -56,6 +56,8 @@ class TihuoGraphQL(GraphQL):
         super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
         self.runtime = runtime
         self.persisted = persisted or PersistedDocuments(schema.documents, None)
+        # a page may open a WebSocket (subscriptions) from the origins it may call the API from
+        self.allowed_origins = frozenset(runtime.settings.cors_allowed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -143,6 +143,28 @@ def test_an_origin_setting_that_is_no_origin_is_refused_at_start(monkeypatch, va
 
 
 def test_origins_are_compared_as_browsers_send_them(monkeypatch):
-    monkeypatch.setenv("TIHUO_CORS_ORIGINS", "HTTPS://Portal.Example.com, http://[::1]:8080 ,")
+    monkeypatch.setenv(
+        "TIHUO_CORS_ORIGINS",
+        "HTTPS://Portal.Example.com, http://[::1]:8080 ,https://a.example:443, http://b.example:80,"
+        "http://c.example:8080",
+    )
 
-    assert load_settings(_env_file=None).cors_allowed == ["https://portal.example.com", "http://[::1]:8080"]
+    assert load_settings(_env_file=None).cors_allowed == [
+        "https://portal.example.com",
+        "http://[::1]:8080",
+        "https://a.example",
+        "http://b.example",
+        "http://c.example:8080",
+    ]
+
+
+def test_a_websocket_from_a_page_follows_the_same_origins(rt):
+    # browsers apply no CORS to a WebSocket handshake: the view checks its Origin against the list
+    rt.settings = rt.settings.model_copy(update={"cors_origins": f"{PORTAL}, {APP}"})
+    view = next(
+        route.endpoint for route in create_app(runtime=rt).routes if getattr(route, "path", "") == "/graphql"
+    )
+
+    assert view.is_websocket_origin_allowed(None, PORTAL)
+    assert view.is_websocket_origin_allowed(None, APP)
+    assert not view.is_websocket_origin_allowed(None, ELSEWHERE)
