@@ -150,6 +150,26 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Content-Type must be application/json.",
     },
     "http.not_found": {"zh-CN": "地址不存在。", "en": "Not found."},
+    "persisted.version": {
+        "zh-CN": "不支持该持久化查询版本（persistedQuery.version 须为 1）。",
+        "en": "Unsupported persisted query version (persistedQuery.version must be 1).",
+    },
+    "persisted.hash": {
+        "zh-CN": "文档哈希须为 64 位十六进制 SHA-256。",
+        "en": "A document hash must be a SHA-256 in 64 hexadecimal digits.",
+    },
+    "persisted.mismatch": {
+        "zh-CN": "所给哈希与文档不符（provided sha does not match query）。",
+        "en": "The hash does not match the document (provided sha does not match query).",
+    },
+    "persisted.not_listed": {
+        "zh-CN": "只能执行受信任清单中的文档。",
+        "en": "Only the documents in the trusted list may be run.",
+    },
+    "http.cors": {
+        "zh-CN": "不允许该来源（或该方法、请求头）跨域访问。",
+        "en": "This origin (or method, or header) may not call the API across origins.",
+    },
 }
 
 

@@ -6,6 +6,7 @@ A missing secret key is generated into the data folder (mode 0700; the key 0600)
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,8 @@ from core.files import private_folder, tighten_file
 
 SECRET_FILE = "secret.key"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# what a browser sends as Origin: scheme, host and an optional port, nothing after
+_ORIGIN = re.compile(r"https?://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?", re.IGNORECASE)
 
 
 class SettingsError(Exception):
@@ -91,6 +94,15 @@ class Settings(BaseSettings):
     worker_metrics_host: str = "127.0.0.1"
     # GET /metrics (Prometheus), unauthenticated: turn it off where the port is reachable from outside
     metrics_enabled: bool = True
+    # origins (`scheme://host[:port]`, comma separated) whose pages may call the API from a browser;
+    # none by default: no cross-origin access
+    cors_origins: str = ""
+    # a GET query made only of catalog reads may be kept this long by the asker's own cache (0: never)
+    catalog_cache_seconds: int = Field(default=60, ge=0)
+    # a JSON manifest of trusted documents (SHA-256 of the text -> the text), as client builds emit it
+    trusted_documents: Path | None = None
+    # who may run only the manifest's documents: `members` (everyone but admins) or `all`
+    trusted_documents_only: Literal["off", "members", "all"] = "off"
 
     @field_validator("timezone")
     @classmethod
@@ -109,6 +121,20 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")) or "?" in value or "#" in value:
             raise ValueError("must be an absolute http:// or https:// URL without query or fragment")
         return value.rstrip("/") + "/"
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in (part.strip() for part in value.split(",")):
+            if origin and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: write scheme://host[:port], without path or slash"
+                )
+        return value
+
+    @property
+    def cors_allowed(self) -> list[str]:
+        return [_as_browsers_send(part.strip()) for part in self.cors_origins.split(",") if part.strip()]
 
     @property
     def trusted_proxies(self) -> list[str]:
@@ -136,6 +162,8 @@ class Settings(BaseSettings):
             )
         if self.notifier == "http" and not (self.notifier_url and self.notifier_secret):
             raise ValueError("TIHUO_NOTIFIER=http needs TIHUO_NOTIFIER_URL and TIHUO_NOTIFIER_SECRET")
+        if self.trusted_documents_only != "off" and self.trusted_documents is None:
+            raise ValueError("TIHUO_TRUSTED_DOCUMENTS_ONLY needs TIHUO_TRUSTED_DOCUMENTS (the manifest file)")
         return self
 
     @model_validator(mode="after")
@@ -183,6 +211,15 @@ class Settings(BaseSettings):
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
         return path.read_bytes().strip()
+
+
+def _as_browsers_send(origin: str) -> str:
+    """An origin as browsers write it in an Origin header: lower case, without a default port."""
+    origin = origin.lower()
+    for scheme, port in (("https://", ":443"), ("http://", ":80")):
+        if origin.startswith(scheme) and origin.endswith(port):
+            return origin.removesuffix(port)
+    return origin
 
 
 def load_settings(**overrides: object) -> Settings:

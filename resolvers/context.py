@@ -21,6 +21,9 @@ class Context:
     request_id: str | None
     # the document as the HTTP view prepared it ahead of Strawberry (schema.documents), if it did
     prepared: Any = None
+    # a trusted document's operation name (tihuo/persisted.py): the metrics label it instead of
+    # its first root field, as the manifest bounds the names
+    operation_label: str | None = None
     loaders: Loaders = field(init=False)
 
     def __post_init__(self) -> None:

@@ -8,7 +8,8 @@ redemption's CPU.
 The cache is keyed by the text's SHA-256, keeps only texts of client size (a flood of distinct large
 documents must not fill memory: RULES-v2 §7) and is bounded by the bytes its entries hold. A large
 document met for the first time is parsed and validated on a thread (`DocumentCache.prepare`), so it
-does not stall the event loop for everyone else.
+does not stall the event loop for everyone else. Its texts are also the store of Apollo's automatic
+persisted queries (tihuo/persisted.py): a text once sent can be named by its hash alone.
 """
 
 from __future__ import annotations
@@ -38,11 +39,17 @@ TREE_BYTES_PER_CHARACTER = 60
 INLINE_BYTES = 8 * 1024
 
 
+def digest_of(text: str) -> bytes:
+    """The SHA-256 of a document's text, as APQ and the trusted manifests name documents."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
 @dataclass
 class Prepared:
     """One document text: its tree (or why it does not parse), its validation errors once known,
     and its cost when that does not depend on the variables."""
 
+    text: str
     document: DocumentNode | None
     parse_error: GraphQLError | None
     size: int
@@ -64,15 +71,16 @@ class DocumentCache:
 
     @staticmethod
     def _key(query: str) -> bytes:
-        return hashlib.sha256(query.encode("utf-8", "surrogatepass")).digest()
+        return digest_of(query)
 
     def _parse(self, query: str) -> Prepared:
         size = len(query) * (1 + TREE_BYTES_PER_CHARACTER)
         try:
             document = parse(query, max_tokens=self.max_tokens)
         except GraphQLError as error:
-            return Prepared(document=None, parse_error=error, size=size)
+            return Prepared(text=query, document=None, parse_error=error, size=size)
         return Prepared(
+            text=query,
             document=document,
             parse_error=None,
             size=size,
@@ -85,6 +93,11 @@ class DocumentCache:
         if prepared.document is not None and prepared.errors is None:
             prepared.errors = validate(schema, prepared.document, (*rules, *self.extra_rules))
         return prepared
+
+    def text_of(self, digest: bytes) -> str | None:
+        """The kept text whose SHA-256 is `digest`, if one is kept."""
+        prepared = self._kept.get(digest)
+        return None if prepared is None else prepared.text
 
     def get(self, query: str) -> Prepared:
         """The prepared document (parsed now on a miss, on this thread)."""

@@ -73,14 +73,16 @@ class RequestMetrics(SchemaExtension):
             operation, result = metrics.UNKNOWN, "error"
             executed = self.execution_context.result
             if not failed and executed is not None and not isinstance(executed, PreExecutionError):
-                operation = metrics.operation_label(self._operation_name())
+                trusted = getattr(self.execution_context.context, "operation_label", None)
+                operation = metrics.operation_label(trusted or self._operation_name())
                 if not executed.errors:
                     result = "business_error" if outcome.business_error else "ok"
             metrics.graphql_request(operation, result, perf_counter() - started)
 
     def _operation_name(self) -> str | None:
         """The operation's first root field (`redeemCard`): a name from the schema, so a client
-        cannot grow the label set with names of its own choosing (its operation name is not used)."""
+        cannot grow the label set with names of its own choosing (its operation name is used only
+        for a document of the trusted manifest, whose names the server was given)."""
         context = self.execution_context
         document = context.graphql_document
         if document is None:

@@ -9,6 +9,7 @@ from typing import Any
 import strawberry
 from strawberry.permission import BasePermission
 
+from schema.caching import CATALOG
 from services.access import NOTES, Audience, require
 
 AUDIENCE = "audience"  # where the declared audience is kept in a field's metadata
@@ -28,14 +29,18 @@ def _permission(audience: Audience) -> type[BasePermission]:
 _CHECKS = {audience: _permission(audience) for audience in Audience if audience is not Audience.ANYONE}
 
 
-def guarded(audience: Audience, *, description: str, note: str | None = None, **kwargs: Any) -> Any:
+def guarded(
+    audience: Audience, *, description: str, note: str | None = None, catalog: bool = False, **kwargs: Any
+) -> Any:
     """A field for `audience`; `note` replaces the audience line where the rule needs more words
-    (e.g. "Admins see any; a member only their own")."""
+    (e.g. "Admins see any; a member only their own"). `catalog`: a read whose answer is the same
+    for everyone in the audience and changes rarely, which a GET's answer may let a cache keep
+    (schema.caching)."""
     checks = [] if audience is Audience.ANYONE else [_CHECKS[audience]]
     return strawberry.field(
         description=f"{description} {note or NOTES[audience]}",
         permission_classes=checks,
-        metadata={AUDIENCE: audience},
+        metadata={AUDIENCE: audience, CATALOG: catalog},
         **kwargs,
     )
 

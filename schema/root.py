@@ -14,6 +14,7 @@ from strawberry.types import ExecutionResult
 from resolvers import accounts, cards, catalog, redemption
 from resolvers import orders as order_resolvers  # `orders` is also a Query field
 from schema.accounts import ChangePasswordResult, LoginResult, ViewerType
+from schema.caching import catalog_fields
 from schema.cards import (
     CardBatchConnection,
     CardBatchType,
@@ -49,12 +50,19 @@ class Query:
         Audience.SIGNED_IN,
         resolver=catalog.regions,
         description="Regions (and through them lines and images).",
+        catalog=True,
     )
     product_models: list[ProductModelType] = guarded(
-        Audience.SIGNED_IN, resolver=catalog.product_models, description="Bare-metal models of a line."
+        Audience.SIGNED_IN,
+        resolver=catalog.product_models,
+        description="Bare-metal models of a line.",
+        catalog=True,
     )
     hosting_plans: list[HostingPlanType] = guarded(
-        Audience.SIGNED_IN, resolver=catalog.hosting_plans, description="Virtual-host plans of a line."
+        Audience.SIGNED_IN,
+        resolver=catalog.hosting_plans,
+        description="Virtual-host plans of a line.",
+        catalog=True,
     )
     quote: QuoteResult = guarded(
         Audience.ADMIN, resolver=catalog.quote, description="Price a configuration (Linux and Windows)."
@@ -151,6 +159,8 @@ class Mutation:
 
 class TihuoSchema(strawberry.Schema):
     documents: DocumentCache
+    # the Query fields a GET's answer may let the asker's cache keep (schema.caching)
+    catalog_fields: frozenset[str]
     # introspection-only operations run on a thread, one at a time per process (below)
     introspection_lane: IntrospectionLane
 
@@ -194,5 +204,6 @@ def build_schema(
         ],
     )
     schema.documents = documents
+    schema.catalog_fields = catalog_fields(schema._schema)
     schema.introspection_lane = IntrospectionLane()
     return schema

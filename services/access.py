@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 
+from models.base import Role
 from services.runtime import Caller, Viewer
 
 
@@ -33,3 +34,16 @@ def require(caller: Caller, audience: Audience) -> Viewer | None:
     if audience is Audience.MEMBER:
         return caller.require_member()
     return caller.require_admin()
+
+
+def runs_only_trusted_documents(caller: Caller, only: str) -> bool:
+    """Whether the caller may run only the trusted documents (RULES-v2 §6,
+    TIHUO_TRUSTED_DOCUMENTS_ONLY): with `members` a caller signed in as a member (whoever holds a
+    member's token is one of the public); with `all` everyone, signed in or not, admins too; with
+    `off` nobody. Signed out, a caller reaches only `login` and `me` (and the schema), so `members`
+    leaves them free: an admin can still sign in from GraphiQL."""
+    if only == "all":
+        return True
+    if only == "members":
+        return caller.viewer is not None and caller.viewer.role is Role.MEMBER
+    return False

@@ -121,3 +121,22 @@ def test_serve_help_says_the_default_port_and_address(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--port PORT TCP port to listen on (default 8000)" in text
     assert "--host HOST address to listen on (default 127.0.0.1" in text
+
+
+def test_serve_with_a_manifest_it_cannot_trust_exits_2_before_serving(env, monkeypatch, capsys):
+    import uvicorn
+
+    from tihuo import observability
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: served.append(args))
+    monkeypatch.setattr(observability, "configure_logging", lambda level: None)
+    (env / "manifest.json").write_text('{"abc": "query { me { id } }"}')
+    monkeypatch.setenv("TIHUO_TRUSTED_DOCUMENTS", str(env / "manifest.json"))
+
+    assert cli.main(["serve"]) == 2
+
+    error = capsys.readouterr().err
+    assert "configuration error: TIHUO_TRUSTED_DOCUMENTS:" in error
+    assert "'abc' is not the SHA-256 of its document" in error
+    assert served == []

@@ -9,27 +9,15 @@ fails if this test did not run there."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import uvicorn
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.browser import CHROMIUM, CHROMIUM_FLAGS, loopback_socket, playwright_or_skip, serving
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 TIMEOUT_MS = 20_000
 
@@ -47,35 +35,15 @@ ME = "query WhoAmI { me { username role } }"
 
 @pytest.fixture
 def async_playwright() -> Any:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (.ci/run does)")
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        pytest.skip("the playwright package is missing: pip install -e '.[test]'")
-    return async_playwright
+    return playwright_or_skip()
 
 
 @pytest.fixture
 async def server_url(app: Any) -> Any:
-    """The app served by uvicorn on a free loopback port, in this test's event loop (the same
-    loop as its database)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    for _ in range(200):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    """The app served by uvicorn on a free loopback port."""
+    sock = loopback_socket()
+    async with serving(app, sock):
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 async def _value(page: Any, selector: str) -> str:

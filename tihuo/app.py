@@ -26,9 +26,16 @@ from services.notifiers import notifier_from_settings
 from services.provisioners import provisioner_from_settings
 from services.runtime import Runtime
 from tihuo import graphiql, preflight
-from tihuo.edge import EdgeMiddleware, error_body, proxy_middleware
+from tihuo.edge import (
+    EdgeMiddleware,
+    compression_middleware,
+    cors_middleware,
+    error_body,
+    proxy_middleware,
+)
 from tihuo.graphql_view import TihuoGraphQL
 from tihuo.observability import configure_logging
+from tihuo.persisted import PersistedDocuments, load_manifest
 
 log = logging.getLogger("tihuo.app")
 _HTTP_CODES = {404: ("NOT_FOUND", "http.not_found"), 405: ("METHOD_NOT_ALLOWED", "http.method")}
@@ -89,6 +96,8 @@ def create_app(
         max_cost=config.query_max_cost,
         introspection_signed_in=config.introspection == "signed-in",
     )
+    trusted = None if config.trusted_documents is None else load_manifest(config.trusted_documents)
+    persisted = PersistedDocuments(schema.documents, trusted, config.trusted_documents_only)
 
     async def healthz(_: Request) -> JSONResponse:
         database = await preflight.database_health(rt.db)
@@ -160,7 +169,7 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/graphql", TihuoGraphQL(schema, rt), methods=["GET", "POST"]),
+            Route("/graphql", TihuoGraphQL(schema, rt, persisted), methods=["GET", "POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/downloads/{token}", download, methods=["GET"]),
             *([Route("/metrics", metrics_page, methods=["GET"])] if config.metrics_enabled else []),
@@ -169,7 +178,10 @@ def create_app(
         middleware=[
             # forwarded headers only from TIHUO_FORWARDED_ALLOW_IPS's proxies (none by default)
             *proxy_middleware(config.trusted_proxies),
+            # outside the edge, so its refusals (413) are readable by an allowed origin's page too
+            *cors_middleware(config.cors_allowed),
             Middleware(EdgeMiddleware, max_body_bytes=config.max_body_bytes),
+            compression_middleware(),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,

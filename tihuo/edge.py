@@ -1,6 +1,6 @@
 """The HTTP edge, before any route: request ids, the body-size limit, trusted proxies' forwarded
-headers, headers every answer carries, and the JSON shape of every answer that is not GraphQL's own
-(RULES-v2 §6: never text/plain, never a bare 500)."""
+headers, cross-origin access (CORS), compression, headers every answer carries, and the JSON shape
+of every answer that is not GraphQL's own (RULES-v2 §6: never text/plain, never a bare 500)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ import uuid
 from collections.abc import Sequence
 
 import orjson
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette_compress import CompressMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from core.messages import pick_locale, render
@@ -22,13 +26,25 @@ NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 class RequestRefused(Exception):
     """A request the server will not run, answered with `status` and `{"errors": [{message,
-    extensions: {code}}]}`; `key` picks the message (core.messages)."""
+    extensions: {code}}]}`; `key` picks the message (core.messages), unless a protocol wants its
+    own words (`literal`, e.g. Apollo's PersistedQueryNotFound, which clients match)."""
 
-    def __init__(self, status: int, code: str, key: str, **params: object) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        key: str,
+        *,
+        literal: str | None = None,
+        cache_control: str = "no-store",
+        **params: object,
+    ) -> None:
         super().__init__(key)
         self.status = status
         self.code = code
         self.key = key
+        self.literal = literal
+        self.cache_control = cache_control
         self.params = params
 
 
@@ -45,7 +61,9 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 async def send_refusal(scope: Scope, send: Send, refused: RequestRefused) -> None:
     """Answer `refused` as JSON in the language the request asked for."""
-    message = render(refused.key, pick_locale(_header(scope, b"accept-language")), **refused.params)
+    message = refused.literal or render(
+        refused.key, pick_locale(_header(scope, b"accept-language")), **refused.params
+    )
     body = error_body(refused.code, message)
     await send(
         {
@@ -54,7 +72,7 @@ async def send_refusal(scope: Scope, send: Send, refused: RequestRefused) -> Non
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
+                (b"cache-control", refused.cache_control.encode()),
             ],
         }
     )
@@ -147,3 +165,67 @@ def proxy_middleware(allowed: Sequence[str]) -> list[Middleware]:
     if not allowed:
         return []
     return [Middleware(ProxyHeadersMiddleware, trusted_hosts=list(allowed))]
+
+
+# what a page on an allowed origin may send besides the CORS-safelisted headers (RULES-v2 §6)
+CORS_HEADERS = ("Authorization", "Content-Type", "Accept-Language", "X-Request-ID")
+# how long a browser may reuse an accepted preflight (Chromium keeps it at most 2 hours)
+CORS_MAX_AGE_SECONDS = 600
+
+
+class Cors(CORSMiddleware):
+    """Starlette's CORS middleware, answering preflights as the rest of the edge answers: an accepted
+    one is 204 with no body, a refused one (an origin, method or header not allowed) 403 as JSON
+    with the code CORS_NOT_ALLOWED instead of Starlette's 400 text/plain. Either way the browser
+    decides by the Access-Control-Allow-* headers, which a refused origin never gets."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        decided = super().preflight_response(request_headers)
+        headers = {
+            name: value
+            for name, value in decided.headers.items()
+            if name not in ("content-type", "content-length")
+        }
+        if decided.status_code == 200:
+            return Response(status_code=204, headers=headers)
+        message = render("http.cors", pick_locale(request_headers.get("accept-language")))
+        headers["cache-control"] = "no-store"
+        return Response(
+            error_body("CORS_NOT_ALLOWED", message),
+            status_code=403,
+            media_type="application/json",
+            headers=headers,
+        )
+
+
+def cors_middleware(origins: Sequence[str]) -> list[Middleware]:
+    """Cross-origin access for the pages of these origins alone (TIHUO_CORS_ORIGINS): GET and POST,
+    the headers of CORS_HEADERS, no credentials mode (tokens travel in a header, never in a cookie),
+    and X-Request-ID readable by the page. With none, no CORS headers at all: browsers keep every
+    other origin's page from reading an answer, and a preflight gets 405 like any OPTIONS."""
+    if not origins:
+        return []
+    return [
+        Middleware(
+            Cors,
+            allow_origins=list(origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=list(CORS_HEADERS),
+            allow_credentials=False,
+            expose_headers=["X-Request-ID"],
+            max_age=CORS_MAX_AGE_SECONDS,
+        )
+    ]
+
+
+# answers up to this size go as they are: below it compression saves less than it costs
+COMPRESS_ABOVE_BYTES = 1024
+
+
+def compression_middleware() -> Middleware:
+    """gzip, or Brotli where the client's Accept-Encoding names `br` (starlette-compress; zstd left
+    off, RULES-v2 §6 asks for these two), for answers over COMPRESS_ABOVE_BYTES of the text types
+    it knows (JSON, HTML, scripts, the downloads' text, which streams compressed); none when the
+    client does not ask. Compressing private answers is safe from BREACH-style guessing here: a
+    token travels in a header a foreign page cannot make the browser send, never in a cookie."""
+    return Middleware(CompressMiddleware, minimum_size=COMPRESS_ABOVE_BYTES + 1, zstd=False)

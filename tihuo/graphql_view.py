@@ -1,6 +1,7 @@
 """GraphQL over HTTP at /graphql: Strawberry's ASGI view with tihuo's context, orjson, our GraphiQL
-page, and every malformed request answered as JSON with a code and a fitting 4xx status
-(RULES-v2 §6) instead of Strawberry's plain-text refusals."""
+page, queries over GET with a Cache-Control that fits each answer, documents named by their hash
+(tihuo/persisted.py), and every malformed request answered as JSON with a code and a fitting 4xx
+status (RULES-v2 §6) instead of Strawberry's plain-text refusals."""
 
 from __future__ import annotations
 
@@ -24,9 +25,12 @@ from strawberry.types.graphql import OperationType
 
 from core.messages import render
 from resolvers.context import Context, build_context
+from schema.caching import catalog_only
+from schema.documents import CACHEABLE_BYTES
 from services.runtime import Runtime
 from tihuo import graphiql
 from tihuo.edge import RequestRefused, send_refusal
+from tihuo.persisted import PersistedDocuments, requested_hash, with_document_id
 
 log = logging.getLogger("tihuo.graphql")
 # the rules Strawberry validates with (ExecutionContext.validation_rules' default)
@@ -38,12 +42,22 @@ _STRAWBERRY_CODES = {
     405: "METHOD_NOT_ALLOWED",
     415: "UNSUPPORTED_MEDIA_TYPE",
 }
+# every answer but a catalog read's over GET: someone's private data, kept by no cache
+PRIVATE = "private, no-store"
+# how a request names a trusted document by its hash besides APQ's extension: the GraphQL-over-HTTP
+# persisted documents proposal, and Relay's network layers
+_DOCUMENT_IDS = ("documentId", "doc_id")
+# query parameters that make a GET a GraphQL request rather than a visit to GraphiQL
+_REQUEST_PARAMETERS = ("query", "extensions", *_DOCUMENT_IDS)
 
 
 class TihuoGraphQL(GraphQL):
-    def __init__(self, schema: Any, runtime: Runtime) -> None:
-        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=False)
+    def __init__(self, schema: Any, runtime: Runtime, persisted: PersistedDocuments | None = None) -> None:
+        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
         self.runtime = runtime
+        self.persisted = persisted or PersistedDocuments(schema.documents, None)
+        # a page may open a WebSocket (subscriptions) from the origins it may call the API from
+        self.allowed_origins = frozenset(runtime.settings.cors_allowed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,6 +82,12 @@ class TihuoGraphQL(GraphQL):
         assert isinstance(request, Request)
         return await build_context(self.runtime, request)
 
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        # a GET naming a document by its hash alone has no `query`, and fetch() accepts */*
+        if any(request.query_params.get(name) is not None for name in _REQUEST_PARAMETERS):
+            return False
+        return super().should_render_graphql_ide(request)
+
     def decode_json(self, data: str | bytes) -> object:
         return orjson.loads(data)
 
@@ -82,13 +102,24 @@ class TihuoGraphQL(GraphQL):
             raise RequestRefused(400, "BAD_REQUEST", "http.bad_json") from None
 
     async def parse_http_body(self, request: Any) -> Any:
+        document_id = None
         if request.method == "POST":
             content_type, _ = parse_content_type(request.content_type or "")
             if content_type != "application/json":
                 raise RequestRefused(415, "UNSUPPORTED_MEDIA_TYPE", "http.media_type")
-            if (await request.get_body()).lstrip()[:1] == b"[":
+            body = await request.get_body()
+            if body.lstrip()[:1] == b"[":
                 raise RequestRefused(400, "BAD_REQUEST", "http.batch")
-        return await super().parse_http_body(request)
+            # Strawberry reads only query, variables, operationName and extensions; the rare body
+            # naming its document otherwise is read a second time for that name
+            if b'"documentId"' in body or b'"doc_id"' in body:
+                document_id = _document_id(self.parse_json(body))
+        else:
+            document_id = _document_id(request.query_params)
+        data = await super().parse_http_body(request)
+        if document_id is not None:
+            data.extensions = with_document_id(data.extensions, document_id)
+        return data
 
     async def execute_single(
         self,
@@ -99,6 +130,13 @@ class TihuoGraphQL(GraphQL):
         root_value: Any,
         request_data: Any,
     ) -> ExecutionResult:  # type: ignore[override]
+        resolved = self.persisted.resolve(
+            request_data.query, requested_hash(request_data.extensions), context.caller
+        )
+        if resolved is not None:
+            request_data.query = resolved.text
+            if resolved.trusted is not None:
+                context.operation_label = resolved.trusted.label(request_data.operation_name)
         query = request_data.query
         if _holds_nul(query) or _holds_nul(request_data.variables):
             # no text column of PostgreSQL can hold U+0000: refused here, for every field at once
@@ -109,7 +147,7 @@ class TihuoGraphQL(GraphQL):
         seconds = self.runtime.settings.request_timeout_seconds
         try:
             async with asyncio.timeout(seconds):
-                return await super().execute_single(
+                result = await super().execute_single(
                     request=request,
                     request_adapter=request_adapter,
                     sub_response=sub_response,
@@ -136,16 +174,39 @@ class TihuoGraphQL(GraphQL):
             if isinstance(cause, CannotGetOperationTypeError):
                 raise RequestRefused(400, "BAD_REQUEST", "http.bad_request", reason=refused.reason) from None
             raise
+        if request_adapter.method == "GET":
+            self._may_be_kept(sub_response, query, request_data.operation_name, result)
+        return result
+
+    def _may_be_kept(self, sub_response: Any, query: str, operation_name: str | None, result: Any) -> None:
+        """A GET's answer made only of catalog reads, without errors, may be kept by the asker's own
+        cache for TIHUO_CATALOG_CACHE_SECONDS (private: it was asked with a token). Caches must key
+        it by the token and the language too. A POST's answer is never kept by caches anyway."""
+        seconds = self.runtime.settings.catalog_cache_seconds
+        if not seconds or result.errors or not isinstance(query, str) or len(query) > CACHEABLE_BYTES:
+            return
+        document = self.schema.documents.get(query).document
+        if document is not None and catalog_only(document, operation_name, self.schema.catalog_fields):
+            sub_response.headers["cache-control"] = f"private, max-age={seconds}"
+            sub_response.headers["vary"] = "Authorization, Accept-Language"
 
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
         response = super().create_response(response_data, sub_response)
-        # answers hold private data (a member's orders, an admin's cards): never kept by a cache
-        response.headers.setdefault("cache-control", "no-store")
+        # answers hold private data (a member's orders, an admin's cards): never kept by a cache,
+        # unless _may_be_kept said otherwise
+        response.headers.setdefault("cache-control", PRIVATE)
         return response
 
     async def render_graphql_ide(self, request: Request) -> Response:
         # our own page and assets (tihuo/graphiql.py) instead of Strawberry's, which loads them from a CDN
         return graphiql.page_response(request)
+
+
+def _document_id(fields: Any) -> object:
+    """What a request's `documentId` or `doc_id` says, if it has one (checked in tihuo.persisted)."""
+    if not hasattr(fields, "get"):
+        return None
+    return next((fields.get(name) for name in _DOCUMENT_IDS if fields.get(name) is not None), None)
 
 
 def _holds_nul(value: object, depth: int = 0) -> bool:

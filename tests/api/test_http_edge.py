@@ -137,7 +137,7 @@ async def test_graphql_answers_are_not_cached_nor_sniffed(gql, client, member):
     response = await client.post("/graphql", json={"query": ME}, headers=member.headers)
 
     assert response.status_code == 200
-    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["cache-control"] == "private, no-store"
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.json() == {"data": {"me": {"id": str(member.id)}}}
 
