@@ -202,22 +202,31 @@ async def stream_codes(rt: Runtime, claimed: ClaimedDownload) -> AsyncIterator[b
 async def _card_rows(
     rt: Runtime, claimed: ClaimedDownload, size: int, *, channels: bool = False
 ) -> AsyncIterator[list[Any]]:
-    """The claimed cards in seq order, `size` at a time, each chunk read in its own short read."""
-    last_seq = 0 if claimed.from_seq is None else claimed.from_seq - 1
+    """The claimed cards in seq order, `size` at a time, each chunk read in its own short read; the
+    next chunk is read while the caller works on this one."""
     columns = [Card.seq, Card.code_hash, Card.code_cipher, Card.key_version, Card.status, Card.remark]
-    while True:
+
+    async def read(after_seq: int) -> list[Any]:
         statement = select(*columns, *([Channel.name.label("channel")] if channels else []))
         if channels:
             statement = statement.outerjoin(Channel, Channel.id == Card.channel_id)
-        statement = statement.where(Card.batch_id == claimed.batch_id, Card.seq > last_seq)
+        statement = statement.where(Card.batch_id == claimed.batch_id, Card.seq > after_seq)
         if claimed.to_seq is not None:
             statement = statement.where(Card.seq <= claimed.to_seq)
         async with rt.db.read() as session:
-            rows = (await session.execute(statement.order_by(Card.seq).limit(size))).all()
-        if not rows:
-            return
-        last_seq = rows[-1].seq
-        yield rows
+            return list((await session.execute(statement.order_by(Card.seq).limit(size))).all())
+
+    pending = asyncio.ensure_future(read(0 if claimed.from_seq is None else claimed.from_seq - 1))
+    try:
+        while True:
+            rows = await pending
+            if not rows:
+                return
+            pending = asyncio.ensure_future(read(rows[-1].seq))
+            yield rows
+    finally:
+        if not pending.done():
+            pending.cancel()
 
 
 Chunks = Callable[[list[int]], AsyncIterator[bytes]]
