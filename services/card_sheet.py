@@ -46,24 +46,24 @@ def _num(value: float) -> str:
 
 
 def _qr(code: str, x: float, y: float) -> str:
-    """The code's QR matrix as filled rectangles, one per run of dark modules in a row."""
+    """The code's QR matrix as filled rectangles, one per run of dark modules in a row, drawn in
+    module units (a scaled coordinate system: whole numbers, cheap to write)."""
     matrix = segno.make_qr(code, error="m", boost_error=False, mask=QR_MASK).matrix
     size = len(matrix)
-    parts = []
+    parts = [f"q {_num(MODULE)} 0 0 {_num(MODULE)} {_num(x)} {_num(y)} cm"]
     for row_index, row in enumerate(matrix):
-        top = y + (size - 1 - row_index) * MODULE
+        top = size - 1 - row_index
         column = 0
         while column < size:
             if row[column]:
                 start = column
                 while column < size and row[column]:
                     column += 1
-                parts.append(
-                    f"{_num(x + start * MODULE)} {_num(top)} {_num((column - start) * MODULE)} {_num(MODULE)} re"
-                )
+                parts.append(f"{start} {top} {column - start} 1 re")
             else:
                 column += 1
-    return "\n".join(parts) + "\nf"
+    parts.append("f Q")
+    return "\n".join(parts)
 
 
 def _card(card: SheetCard, slot: int) -> str:
