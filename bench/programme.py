@@ -39,7 +39,15 @@ from core.db import Database  # noqa: E402
 from core.keys import Keys  # noqa: E402
 from core.security import TokenClaims, issue_token  # noqa: E402
 from core.settings import load_settings  # noqa: E402
-from models import BatchRedemptionDay, CardBatch, CardExportFormat, CardStatus, Role  # noqa: E402
+from models import (  # noqa: E402
+    PROGRAMME_SHARDS,
+    BatchRedemptionDay,
+    CardBatch,
+    CardExportFormat,
+    CardStatus,
+    ProgrammeRedemptionDay,
+    Role,
+)
 from services import card_ranges, channels, downloads  # noqa: E402
 from services.accounts import create_user  # noqa: E402
 from services.catalog import load_catalog_text  # noqa: E402
@@ -110,13 +118,26 @@ async def download(
 
 
 async def seed_days(rt: Runtime, batch_ids: list[int], first: date) -> None:
+    """A year of redemptions per batch, counted as a redemption counts them: the batch's day rows and
+    the programme's (16 a day), with their value at the batches' price (83.66)."""
     rows = [
         {"batch_id": batch_id, "day": first + timedelta(days=n), "redeemed": 1 + (n * 7 + batch_id) % 5}
         for batch_id in batch_ids
         for n in range(366)
     ]
+    programme: dict[tuple[date, int], int] = {}
+    for row in rows:
+        key = (row["day"], row["batch_id"] % PROGRAMME_SHARDS)
+        programme[key] = programme.get(key, 0) + row["redeemed"]
     async with rt.db.write() as session:
         await session.execute(insert(BatchRedemptionDay), rows)
+        await session.execute(
+            insert(ProgrammeRedemptionDay),
+            [
+                {"day": day, "shard": shard, "redeemed": n, "redeemed_cents": n * 8366}
+                for (day, shard), n in programme.items()
+            ],
+        )
 
 
 async def median_ms(client: httpx.AsyncClient, token: str, query: str, variables: dict[str, object]) -> float:

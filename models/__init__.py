@@ -16,11 +16,19 @@ from models.base import (
 from models.cards import Card, CardBatch, CardBatchDownload
 from models.catalog import HostingPlan, Line, OsImage, ProductModel, Region, line_os_images
 from models.orders import Instance, Order, ProvisioningJob
-from models.programme import BatchRedemptionDay, Channel, ChannelShare, MemberBatchRedemptions
+from models.programme import (
+    PROGRAMME_SHARDS,
+    BatchRedemptionDay,
+    Channel,
+    ChannelShare,
+    MemberBatchRedemptions,
+    ProgrammeRedemptionDay,
+)
 from models.redemption import IdempotencyKey, Redemption
 from models.simulated import SimulatedServer
 
 __all__ = [
+    "PROGRAMME_SHARDS",
     "AttemptCounter",
     "AuditEntry",
     "Base",
@@ -45,6 +53,7 @@ __all__ = [
     "OsImage",
     "ProductModel",
     "ProductType",
+    "ProgrammeRedemptionDay",
     "ProvisioningJob",
     "Redemption",
     "Region",

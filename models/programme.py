@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, String
+from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Index, SmallInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, Id, utcnow
@@ -60,6 +60,24 @@ class BatchRedemptionDay(Base):
     )
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     redeemed: Mapped[int] = mapped_column(default=0)
+
+
+class ProgrammeRedemptionDay(Base):
+    """Every batch's live redemptions on one day, and their reference value in cents, spread over
+    PROGRAMME_SHARDS rows a day (by card id) so that concurrent redemptions of different batches
+    seldom wait for the same row: cardProgrammeStats reads at most 16 rows a day, however many
+    batches there are."""
+
+    __tablename__ = "programme_redemption_days"
+    __table_args__ = (CheckConstraint("redeemed >= 0 AND redeemed_cents >= 0", name="counts_not_negative"),)
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    redeemed: Mapped[int] = mapped_column(default=0)
+    redeemed_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+PROGRAMME_SHARDS = 16
 
 
 class MemberBatchRedemptions(Base):

@@ -1,6 +1,6 @@
 """Figures for the dashboard (RULES-v2 §5): a batch's and the whole programme's, exact and cheap:
-from the batches' counters, or one indexed query on the per-day counts (batch_redemption_days),
-never a count of cards."""
+from the batches' counters, or one indexed query on the per-day counts (batch_redemption_days of a
+batch, programme_redemption_days of all), never a count of cards."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from sqlalchemy import case, func, select
 
-from models import BatchRedemptionDay, BatchStatus, CardBatch
+from models import BatchRedemptionDay, BatchStatus, CardBatch, ProgrammeRedemptionDay
 from services.days import checked_span
 from services.runtime import Caller, Runtime
 from services.validity import still_valid
@@ -49,16 +49,21 @@ async def redemptions_by_day(
     rt: Runtime, caller: Caller, batch_id: int | None, first: date, last: date
 ) -> list[DailyCount]:
     """Live redemptions per day of the business time zone, every day of the range (at most 366),
-    of one batch or of all."""
+    of one batch (its day rows) or of all (the programme's day rows, 16 a day at most)."""
     caller.require_admin()
     days = checked_span(first, last)
-    statement = select(BatchRedemptionDay.day, func.sum(BatchRedemptionDay.redeemed)).where(
-        BatchRedemptionDay.day.between(first, last)
-    )
     if batch_id is not None:
-        statement = statement.where(BatchRedemptionDay.batch_id == batch_id)
+        statement = select(BatchRedemptionDay.day, BatchRedemptionDay.redeemed).where(
+            BatchRedemptionDay.batch_id == batch_id, BatchRedemptionDay.day.between(first, last)
+        )
+    else:
+        statement = (
+            select(ProgrammeRedemptionDay.day, func.sum(ProgrammeRedemptionDay.redeemed))
+            .where(ProgrammeRedemptionDay.day.between(first, last))
+            .group_by(ProgrammeRedemptionDay.day)
+        )
     async with rt.db.read() as session:
-        counted = dict((await session.execute(statement.group_by(BatchRedemptionDay.day))).all())
+        counted = dict((await session.execute(statement)).all())
     return [DailyCount(day, int(counted.get(day) or 0)) for day in days]
 
 
@@ -96,15 +101,13 @@ async def programme_stats(rt: Runtime, caller: Caller) -> ProgrammeStats:
 
 
 async def redeemed_value(rt: Runtime, caller: Caller, first: date, last: date) -> Decimal:
-    """The reference value of the live redemptions of every batch in the range of days."""
+    """The reference value of the live redemptions of every batch in the range of days, summed in
+    whole cents (exact on both databases)."""
     caller.require_admin()
     checked_span(first, last)
-    statement = (
-        select(CardBatch.reference_price, func.sum(BatchRedemptionDay.redeemed))
-        .join(CardBatch, CardBatch.id == BatchRedemptionDay.batch_id)
-        .where(BatchRedemptionDay.day.between(first, last))
-        .group_by(CardBatch.reference_price)
+    statement = select(func.sum(ProgrammeRedemptionDay.redeemed_cents)).where(
+        ProgrammeRedemptionDay.day.between(first, last)
     )
     async with rt.db.read() as session:
-        rows = (await session.execute(statement)).all()
-    return sum((int(count or 0) * price for price, count in rows), ZERO)
+        total = await session.scalar(statement)
+    return (Decimal(int(total or 0)) / 100).quantize(ZERO)

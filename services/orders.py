@@ -23,6 +23,7 @@ from models import (
     OrderStatus,
     ProductModel,
     ProductType,
+    ProgrammeRedemptionDay,
     ProvisioningJob,
     Redemption,
     Role,
@@ -30,6 +31,7 @@ from models import (
 from services import audit
 from services.errors import InvalidState, NotFound
 from services.paging import Page, keyset_page, page_request
+from services.redemption_store import cents, programme_shard
 from services.runtime import Caller, Runtime
 
 # ---- admin actions
@@ -171,6 +173,20 @@ async def _uncount(session: AsyncSession, rt: Runtime, order: Order, *, channel_
                 BatchRedemptionDay.redeemed > 0,
             )
             .values(redeemed=BatchRedemptionDay.redeemed - 1)
+            .execution_options(synchronize_session=False)
+        )
+        price = await session.scalar(select(CardBatch.reference_price).where(CardBatch.id == order.batch_id))
+        await session.execute(
+            update(ProgrammeRedemptionDay)
+            .where(
+                ProgrammeRedemptionDay.day == day,
+                ProgrammeRedemptionDay.shard == programme_shard(order.card_id),
+                ProgrammeRedemptionDay.redeemed > 0,
+            )
+            .values(
+                redeemed=ProgrammeRedemptionDay.redeemed - 1,
+                redeemed_cents=ProgrammeRedemptionDay.redeemed_cents - cents(price),
+            )
             .execution_options(synchronize_session=False)
         )
     await session.execute(

@@ -44,6 +44,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from core.db import CheckFailed, DuplicateKey
 from core.sql import Codec, Plan, Row, Shape, Sql
 from models import (
+    PROGRAMME_SHARDS,
     AttemptCounter,
     BatchRedemptionDay,
     BatchStatus,
@@ -60,6 +61,7 @@ from models import (
     OsImage,
     ProductModel,
     ProductType,
+    ProgrammeRedemptionDay,
     ProvisioningJob,
     Redemption,
     line_os_images,
@@ -76,6 +78,7 @@ MODELS = ProductModel.__table__
 JOBS = ProvisioningJob.__table__
 REDEMPTIONS = Redemption.__table__
 DAYS = BatchRedemptionDay.__table__
+PROGRAMME_DAYS = ProgrammeRedemptionDay.__table__
 SHARES = ChannelShare.__table__
 HELD = MemberBatchRedemptions.__table__
 
@@ -339,6 +342,15 @@ def _today_param() -> Any:
     return _param("today", DAYS.c.day)
 
 
+def _programme_day_params() -> tuple[Any, Any, Any]:
+    """Today, the card's shard of the programme's day, and the batch's reference price in cents."""
+    return (
+        _param("today", PROGRAMME_DAYS.c.day),
+        _param("shard", PROGRAMME_DAYS.c.shard),
+        _param("price_cents", PROGRAMME_DAYS.c.redeemed_cents),
+    )
+
+
 def _insert_order(card_id: Any, *, select_from: Any = None, where: Any = None) -> Any:
     """The PENDING order of the claimed card, its product and frozen config copied from its batch."""
     values = select(
@@ -410,6 +422,19 @@ def _in_one_statement() -> Sql:
     dated = day.on_conflict_do_update(
         index_elements=[DAYS.c.batch_id, DAYS.c.day], set_={"redeemed": DAYS.c.redeemed + 1}
     )
+    programme_day = postgres_insert(PROGRAMME_DAYS).from_select(
+        ["day", "shard", "redeemed", "redeemed_cents"],
+        select(
+            _programme_day_params()[0], _programme_day_params()[1], literal(1), _programme_day_params()[2]
+        ).select_from(claimed),
+    )
+    programme_dated = programme_day.on_conflict_do_update(
+        index_elements=[PROGRAMME_DAYS.c.day, PROGRAMME_DAYS.c.shard],
+        set_={
+            "redeemed": PROGRAMME_DAYS.c.redeemed + 1,
+            "redeemed_cents": PROGRAMME_DAYS.c.redeemed_cents + programme_day.excluded.redeemed_cents,
+        },
+    )
     limit = _param("per_member_limit", HELD.c.cap)
     held = postgres_insert(HELD).from_select(
         ["member_id", "batch_id", "live_count", "cap"],
@@ -435,6 +460,7 @@ def _in_one_statement() -> Sql:
             stocked.cte("stocked"),
             counted.cte("counted"),
             dated.cte("dated"),
+            programme_dated.cte("programme_dated"),
             limited.cte("limited"),
             shared.cte("shared"),
         )
@@ -483,6 +509,22 @@ COUNT_DAY = Sql(
     ),
     dialects=("sqlite",),
 )
+_programme_day_sqlite = sqlite_insert(PROGRAMME_DAYS).values(
+    day=_programme_day_params()[0],
+    shard=_programme_day_params()[1],
+    redeemed=1,
+    redeemed_cents=_programme_day_params()[2],
+)
+COUNT_PROGRAMME_DAY = Sql(
+    _programme_day_sqlite.on_conflict_do_update(
+        index_elements=[PROGRAMME_DAYS.c.day, PROGRAMME_DAYS.c.shard],
+        set_={
+            "redeemed": PROGRAMME_DAYS.c.redeemed + 1,
+            "redeemed_cents": PROGRAMME_DAYS.c.redeemed_cents + _programme_day_sqlite.excluded.redeemed_cents,
+        },
+    ),
+    dialects=("sqlite",),
+)
 COUNT_HELD = Sql(
     sqlite_insert(HELD)
     .values(
@@ -501,6 +543,15 @@ COUNT_SHARE_USED = Sql(
     .where(SHARES.c.batch_id == bindparam("batch_id"), SHARES.c.channel_id == bindparam("channel_id"))
     .values(used_count=SHARES.c.used_count + 1)
 )
+
+
+def programme_shard(card_id: int) -> int:
+    """The row of the programme's day a redemption of this card counts in."""
+    return card_id % PROGRAMME_SHARDS
+
+
+def cents(price: Any) -> int:
+    return int(price * 100)
 
 
 @dataclass(frozen=True)
@@ -563,6 +614,8 @@ class Write:
             "product_model_id": self.batch.product_model_id,
             "batch_id": self.batch.id,
             "per_member_limit": self.batch.per_member_limit,
+            "shard": programme_shard(self.card_id),
+            "price_cents": cents(self.batch.reference_price),
         }
 
     def run(self, codec: Codec) -> Plan[Redeemed]:
@@ -633,6 +686,7 @@ class Write:
             yield TAKE_STOCK, given
         yield COUNT_USED, given
         yield COUNT_DAY, given
+        yield COUNT_PROGRAMME_DAY, given
         if self.batch.per_member_limit is not None:
             yield COUNT_HELD, given
         if claimed[0]["c_channel_id"] is not None:

@@ -236,6 +236,17 @@ async def test_redemptions_are_counted_by_day_in_shanghai_and_a_cancellation_tak
     after = (await gql(BY_DAY, window, user=admin))["data"]["cardBatch"]
     assert after["usedCount"] == 2
     assert [d["count"] for d in after["redemptionsByDay"]] == [0, 0, 2, 0]
+    stats = (
+        await gql(
+            'query { cardProgrammeStats { redeemedValue(from: "2026-12-09", to: "2026-12-10")'
+            ' redemptionsByDay(from: "2026-12-09", to: "2026-12-10") { day count } } }',
+            user=admin,
+        )
+    )["data"]["cardProgrammeStats"]
+    assert stats == {
+        "redeemedValue": "167.32",
+        "redemptionsByDay": [{"day": "2026-12-09", "count": 0}, {"day": "2026-12-10", "count": 2}],
+    }
     async with rt.db.read() as session:
         rows = (
             await session.execute(

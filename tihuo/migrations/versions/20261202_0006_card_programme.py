@@ -5,7 +5,7 @@ Revision ID: 0006
 Revises: 0004
 Create Date: 2026-12-02 09:00:00
 
-Existing live redemptions are counted into batch_redemption_days by their day in the business time
+Existing live redemptions are counted into batch_redemption_days and programme_redemption_days by their day in the business time
 zone (TIHUO_TIMEZONE, default Asia/Shanghai, as the server reads it). No batch had a per-member
 limit or a channel before, so those counters start empty.
 """
@@ -27,6 +27,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+SHARDS = 16  # models.programme.PROGRAMME_SHARDS
 
 
 def upgrade() -> None:
@@ -82,6 +83,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("batch_id", "day", name=op.f("pk_batch_redemption_days")),
     )
     op.create_index("ix_batch_redemption_days_day", "batch_redemption_days", ["day"], unique=False)
+    op.create_table(
+        "programme_redemption_days",
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("shard", sa.SmallInteger(), nullable=False),
+        sa.Column("redeemed", sa.Integer(), nullable=False),
+        sa.Column("redeemed_cents", sa.BigInteger(), nullable=False),
+        sa.CheckConstraint(
+            "redeemed >= 0 AND redeemed_cents >= 0",
+            name=op.f("ck_programme_redemption_days_counts_not_negative"),
+        ),
+        sa.PrimaryKeyConstraint("day", "shard", name=op.f("pk_programme_redemption_days")),
+    )
     op.create_table(
         "member_batch_redemptions",
         sa.Column("member_id", ID, nullable=False),
@@ -147,24 +160,50 @@ def _count_past_redemptions() -> None:
     zone = ZoneInfo(os.environ.get("TIHUO_TIMEZONE") or "Asia/Shanghai")
     redemptions = sa.table(
         "redemptions",
+        sa.column("card_id", ID),
         sa.column("batch_id", ID),
         sa.column("redeemed_at", models.base.UTCDateTime(timezone=True)),
         sa.column("cancelled_at", models.base.UTCDateTime(timezone=True)),
     )
+    batches = sa.table("card_batches", sa.column("id", ID), sa.column("reference_price", models.base.Money()))
     days = sa.table(
         "batch_redemption_days", sa.column("batch_id", ID), sa.column("day", sa.Date()), sa.column("redeemed")
     )
-    counted: Counter[tuple[int, object]] = Counter()
-    result = op.get_bind().execute(
-        sa.select(redemptions.c.batch_id, redemptions.c.redeemed_at).where(
-            redemptions.c.cancelled_at.is_(None)
-        )
+    programme = sa.table(
+        "programme_redemption_days",
+        sa.column("day", sa.Date()),
+        sa.column("shard", sa.SmallInteger()),
+        sa.column("redeemed"),
+        sa.column("redeemed_cents", sa.BigInteger()),
     )
-    for batch_id, redeemed_at in result:
-        counted[(batch_id, redeemed_at.astimezone(UTC).astimezone(zone).date())] += 1
+    counted: Counter[tuple[int, object]] = Counter()
+    shards: Counter[tuple[object, int]] = Counter()
+    cents: Counter[tuple[object, int]] = Counter()
+    result = op.get_bind().execute(
+        sa.select(
+            redemptions.c.card_id,
+            redemptions.c.batch_id,
+            redemptions.c.redeemed_at,
+            batches.c.reference_price,
+        )
+        .join(batches, batches.c.id == redemptions.c.batch_id)
+        .where(redemptions.c.cancelled_at.is_(None))
+    )
+    for card_id, batch_id, redeemed_at, price in result:
+        day = redeemed_at.astimezone(UTC).astimezone(zone).date()
+        counted[(batch_id, day)] += 1
+        shards[(day, card_id % SHARDS)] += 1
+        cents[(day, card_id % SHARDS)] += int(price * 100)
     if counted:
         op.bulk_insert(
             days, [{"batch_id": b, "day": d, "redeemed": n} for (b, d), n in sorted(counted.items())]
+        )
+        op.bulk_insert(
+            programme,
+            [
+                {"day": d, "shard": s, "redeemed": n, "redeemed_cents": cents[(d, s)]}
+                for (d, s), n in sorted(shards.items())
+            ],
         )
 
 
@@ -182,6 +221,7 @@ def downgrade() -> None:
         batch_op.drop_column("per_member_limit")
         batch_op.drop_column("valid_from")
     op.drop_table("member_batch_redemptions")
+    op.drop_table("programme_redemption_days")
     op.drop_index("ix_batch_redemption_days_day", table_name="batch_redemption_days")
     op.drop_table("batch_redemption_days")
     op.drop_index("ix_channel_shares_channel", table_name="channel_shares")
