@@ -1,6 +1,7 @@
 """Redemption benchmark (issue: redemption). Prints its figures; not a test.
 
     python bench/redeem.py [--backend sqlite|postgres|both] [--seconds 20] [--clients 16]
+                           [--per-member-limit N]
 
 Per back-end, on a fresh database, against one uvicorn process on loopback (an API process as
 deployed: `uvicorn --factory tihuo.app:create_app`, no worker in it):
@@ -10,6 +11,10 @@ deployed: `uvicorn --factory tihuo.app:create_app`, no worker in it):
   3. the floor: a bare Strawberry mutation doing one conditional UPDATE + one INSERT on the same
      database (bench/floor_app.py), same clients, once through SQLAlchemy and once through the
      drivers (as a redemption goes); and the ratio redeem / floor for each.
+With --per-member-limit N, step 2 runs on two batches alike but that the second has perMemberLimit N,
+taking turns (8 turns of a quarter of --seconds), and the ratio of the two throughputs is printed (RULES-v2 §5: the
+limit is decided inside the write, and must not cost more than a tenth). Each client then signs
+in as several members in turn, enough that none reaches the limit, in both runs alike.
 PostgreSQL: TIHUO_BENCH_POSTGRES_URL (default …/tihuo_bench, created when missing, reset).
 """
 
@@ -27,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -79,6 +85,12 @@ class Run:
     def throughput(self) -> float:
         return len(self.latencies) / self.elapsed
 
+    def add(self, other: Run) -> None:
+        self.latencies.extend(other.latencies)
+        self.errors += other.errors
+        self.successes += other.successes
+        self.elapsed += other.elapsed
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -115,23 +127,27 @@ def start_server(factory: str, env: dict[str, str], port: int) -> subprocess.Pop
 
 
 async def drive(
-    url: str, query: str, work: list[dict[str, object]], tokens: list[str], seconds: float, ok: str
+    url: str, query: str, work: list[dict[str, object]], tokens: list[Any], seconds: float, ok: str
 ) -> Run:
-    """`len(tokens)` clients, each on its own keep-alive connection with its own token, taking
-    variables from `work` until time is up."""
+    """`len(tokens)` clients, each on its own keep-alive connection with its own token (or taking
+    turns with its own list of tokens), taking variables from `work` until time is up."""
     run = Run()
     queue = iter(work)
     deadline = time.perf_counter() + seconds
     marker = ok.encode()
 
-    async def client(token: str) -> None:
+    async def client(token: str | list[str]) -> None:
         connection = Connection(url)
-        headers = {"Authorization": f"Bearer {token}"}
+        turns = [token] if isinstance(token, str) else token
+        all_headers = [{"Authorization": f"Bearer {each}"} for each in turns]
+        turn = 0
         try:
             while time.perf_counter() < deadline:
                 variables = next(queue, None)
                 if variables is None:
                     return
+                headers = all_headers[turn % len(all_headers)]
+                turn += 1
                 started = time.perf_counter()
                 try:
                     status, body = await connection.post_json(
@@ -157,7 +173,7 @@ async def drive(
 
 
 async def setup(
-    backend: str, workdir: Path, cards: int, clients: int
+    backend: str, workdir: Path, cards: int, clients: int, members: int | None = None
 ) -> tuple[Runtime, list[str], list[str], str]:
     if backend == "postgres":
         await fresh_postgres()
@@ -178,7 +194,7 @@ async def setup(
     admin = await create_user(rt, username="bench-admin", password="bench password 1", role=Role.ADMIN)
     expires = rt.now().replace(year=rt.now().year + 1)
     tokens = []
-    for index in range(clients):
+    for index in range(members or clients):
         member = await create_user(
             rt, username=f"bench-member-{index}", password="bench password 1", role=Role.MEMBER
         )
@@ -206,7 +222,13 @@ def smallest_cloud_server(line: object) -> ConfigInput:
 
 
 async def cloud_server_batch(
-    rt: Runtime, caller: Caller, line: object, quantity: int, *, name: str
+    rt: Runtime,
+    caller: Caller,
+    line: object,
+    quantity: int,
+    *,
+    name: str,
+    per_member_limit: int | None = None,
 ) -> CardBatch:
     return await card_service.create_batch(
         rt,
@@ -217,6 +239,7 @@ async def cloud_server_batch(
             config=smallest_cloud_server(line),
             quantity=quantity,
             valid_until=date(2099, 12, 31),
+            per_member_limit=per_member_limit,
         ),
     )
 
@@ -229,6 +252,13 @@ async def batch_codes(rt: Runtime, caller: Caller, batch_id: int, password: str)
     return b"".join([chunk async for chunk in downloads.stream_codes(rt, claimed)]).decode().split()
 
 
+async def admin_viewer(rt: Runtime) -> Any:
+    from services.runtime import Viewer
+
+    found = await db_scalar(rt, "SELECT id FROM users WHERE username = 'bench-admin'")
+    return Viewer(id=int(found), username="bench-admin", role=Role.ADMIN)  # type: ignore[arg-type]
+
+
 async def db_scalar(rt: Runtime, sql: str) -> object:
     from sqlalchemy import text
 
@@ -236,11 +266,20 @@ async def db_scalar(rt: Runtime, sql: str) -> object:
         return await session.scalar(text(sql))
 
 
-async def run(backend: str, seconds: float, clients: int) -> None:
+async def run(backend: str, seconds: float, clients: int, limit: int | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         cards = 40_000 if backend == "postgres" else 30_000
-        rt, codes, tokens, image = await setup(backend, workdir, cards, clients)
+        # with a limit: enough members that none reaches it (each client takes turns among its own)
+        members = clients * (-(-cards // (clients * limit)) + 1) if limit else clients
+        rt, codes, tokens, image = await setup(backend, workdir, cards, clients, members)
+        turns: list[Any] = [tokens[i::clients] for i in range(clients)] if limit else tokens
+        limited_codes: list[str] = []
+        if limit:
+            admin = Caller(viewer=await admin_viewer(rt))
+            line = await db_scalar(rt, "SELECT id FROM lines WHERE code = 'sh-bgp'")
+            limited = await cloud_server_batch(rt, admin, line, cards, name="limited", per_member_limit=limit)
+            limited_codes = await batch_codes(rt, admin, limited.id, "bench password 1")
         env = {
             "TIHUO_DATABASE_URL": rt.settings.resolved_database_url,
             "TIHUO_SECRET_KEY": SECRET,
@@ -256,7 +295,19 @@ async def run(backend: str, seconds: float, clients: int) -> None:
             await drive(url, PREVIEW, preview_work[:500], tokens, 3, "RedemptionPreview")  # warm-up
             preview = await drive(url, PREVIEW, preview_work, tokens, seconds, "RedemptionPreview")
             redeem_work = [{"c": code, "os": image} for code in codes[: len(codes) - 5000]]
-            redeem = await drive(url, REDEEM, redeem_work, tokens, seconds, "RedeemCardSuccess")
+            limited_run = None
+            if not limit:
+                redeem = await drive(url, REDEEM, redeem_work, turns, seconds, "RedeemCardSuccess")
+            else:
+                # the two batches take turns, a quarter of the time each turn, so that whatever
+                # else the machine runs weighs on both alike
+                limited_work = [{"c": code, "os": image} for code in limited_codes]
+                redeem, limited_run = Run(), Run()
+                for turn in range(8):
+                    work, into = (redeem_work, redeem) if turn % 2 == 0 else (limited_work, limited_run)
+                    part = await drive(url, REDEEM, work, turns, seconds / 4, "RedeemCardSuccess")
+                    del work[: len(part.latencies)]
+                    into.add(part)
         finally:
             server.terminate()
             server.wait(10)
@@ -290,16 +341,23 @@ async def run(backend: str, seconds: float, clients: int) -> None:
     print(f"\n[{backend}] one uvicorn process, {clients} clients")
     print(preview.report("redemptionPreview"))
     print(redeem.report("redeemCard"))
+    if limited_run is not None:
+        print(limited_run.report(f"redeemCard, perMemberLimit {limit}"))
+        print(
+            f"  ratio with perMemberLimit / without: {limited_run.throughput / redeem.throughput:.2f}"
+            " (target >= 0.9)"
+        )
     for path, floor in floors.items():
         print(floor.report(f"floor (UPDATE + INSERT mutation, through {path})"))
     print(
         "  ratio redeem / floor: "
         + ", ".join(f"{redeem.throughput / floor.throughput:.2f} ({path})" for path, floor in floors.items())
     )
-    consistent = used == orders == redemptions == redeem.successes
+    successes = redeem.successes + (limited_run.successes if limited_run is not None else 0)
+    consistent = used == orders == redemptions == successes
     print(
         f"  afterwards: cards used {used}, orders {orders}, redemption rows {redemptions}, "
-        f"successes {redeem.successes} -> {'consistent' if consistent else 'INCONSISTENT'}"
+        f"successes {successes} -> {'consistent' if consistent else 'INCONSISTENT'}"
     )
 
 
@@ -310,10 +368,13 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument(
+        "--per-member-limit", type=int, default=None, help="also redeem a batch with this limit"
+    )
     args = parser.parse_args()
     print(f"redemption benchmark on {os.cpu_count()} cores")
     for backend in ("sqlite", "postgres") if args.backend == "both" else (args.backend,):
-        asyncio.run(run(backend, args.seconds, args.clients))
+        asyncio.run(run(backend, args.seconds, args.clients, args.per_member_limit))
 
 
 if __name__ == "__main__":

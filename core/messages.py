@@ -25,6 +25,14 @@ MESSAGES: dict[str, dict[str, str]] = {
     "CARD_USED": {"zh-CN": "提货卡已使用。", "en": "This pickup card has already been used."},
     "CARD_DISABLED": {"zh-CN": "提货卡已被禁用。", "en": "This pickup card is disabled."},
     "CARD_EXPIRED": {"zh-CN": "提货卡已过有效期。", "en": "This pickup card has expired."},
+    "CARD_NOT_YET_VALID": {
+        "zh-CN": "提货卡尚未到可用日期（{valid_from} 起可用）。",
+        "en": "This pickup card cannot be used before {valid_from}.",
+    },
+    "MEMBER_LIMIT_REACHED": {
+        "zh-CN": "您已兑换该批次提货卡 {limit} 张，已达每人上限。",
+        "en": "You have redeemed {limit} cards of this batch, the most one member may.",
+    },
     "BATCH_DISABLED": {"zh-CN": "该批次提货卡已被禁用。", "en": "This batch of pickup cards is disabled."},
     "OS_REQUIRED": {"zh-CN": "请选择操作系统。", "en": "Choose an operating system."},
     "OS_NOT_ALLOWED": {
@@ -88,6 +96,15 @@ MESSAGES: dict[str, dict[str, str]] = {
     "field.too_long": {"zh-CN": "不能超过 {max} 个字符。", "en": "At most {max} characters."},
     "field.blank": {"zh-CN": "不能为空。", "en": "Must not be blank."},
     "field.in_past": {"zh-CN": "不能早于今天（{today}）。", "en": "Must be today ({today}) or later."},
+    "field.after_valid_until": {
+        "zh-CN": "不能晚于有效期截止日（{validUntil}）。",
+        "en": "Must not be after validUntil ({validUntil}).",
+    },
+    "field.before_from_seq": {"zh-CN": "不能小于起始序号。", "en": "Must not be below fromSeq."},
+    "field.before_valid_from": {
+        "zh-CN": "不能早于生效日（{validFrom}）。",
+        "en": "Must not be before validFrom ({validFrom}).",
+    },
     "field.taken": {"zh-CN": "已被使用。", "en": "Already taken."},
     "field.same_as_old": {
         "zh-CN": "新密码不能与原密码相同。",
@@ -100,6 +117,14 @@ MESSAGES: dict[str, dict[str, str]] = {
     "paging.offset_and_after": {
         "zh-CN": "offset 不能与 after 同时使用。",
         "en": "offset cannot be combined with after.",
+    },
+    "days.range": {
+        "zh-CN": "日期范围无效：from 不能晚于 to，且最多 {max} 天。",
+        "en": "Bad day range: from must not be after to, and it spans at most {max} days.",
+    },
+    "filter.expiring_range": {
+        "zh-CN": "expiringWithinDays 必须在 0 到 {max} 之间。",
+        "en": "expiringWithinDays must be between 0 and {max}.",
     },
     "paging.bad_cursor": {"zh-CN": "游标无效。", "en": "The cursor is not valid."},
     "UNAUTHENTICATED": {"zh-CN": "请先登录。", "en": "Sign in first."},

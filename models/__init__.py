@@ -5,6 +5,7 @@ from models.audit import AuditEntry
 from models.base import (
     Base,
     BatchStatus,
+    CardExportFormat,
     CardStatus,
     JobStatus,
     OrderStatus,
@@ -15,29 +16,44 @@ from models.base import (
 from models.cards import Card, CardBatch, CardBatchDownload
 from models.catalog import HostingPlan, Line, OsImage, ProductModel, Region, line_os_images
 from models.orders import Instance, Order, ProvisioningJob
+from models.programme import (
+    PROGRAMME_SHARDS,
+    BatchRedemptionDay,
+    Channel,
+    ChannelShare,
+    MemberBatchRedemptions,
+    ProgrammeRedemptionDay,
+)
 from models.redemption import IdempotencyKey, Redemption
 from models.simulated import SimulatedServer
 
 __all__ = [
+    "PROGRAMME_SHARDS",
     "AttemptCounter",
     "AuditEntry",
     "Base",
+    "BatchRedemptionDay",
     "BatchStatus",
     "Card",
     "CardBatch",
     "CardBatchDownload",
+    "CardExportFormat",
     "CardStatus",
+    "Channel",
+    "ChannelShare",
     "HostingPlan",
     "IdempotencyKey",
     "Instance",
     "JobStatus",
     "Line",
+    "MemberBatchRedemptions",
     "Order",
     "OrderStatus",
     "OsFamily",
     "OsImage",
     "ProductModel",
     "ProductType",
+    "ProgrammeRedemptionDay",
     "ProvisioningJob",
     "Redemption",
     "Region",

@@ -13,7 +13,12 @@ from models.base import Base, Id, utcnow
 
 class AuditEntry(Base):
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_entity", "entity", "entity_id"),)
+    __table_args__ = (
+        Index("ix_audit_log_entity", "entity", "entity_id"),
+        # auditLog's filters, newest first
+        Index("ix_audit_log_action", "action", "id"),
+        Index("ix_audit_log_actor", "actor_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     actor_id: Mapped[int | None] = mapped_column(Id, ForeignKey("users.id", ondelete="RESTRICT"))

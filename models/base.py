@@ -86,6 +86,12 @@ class OrderStatus(enum.StrEnum):
     CANCELLED = "CANCELLED"
 
 
+class CardExportFormat(enum.StrEnum):
+    TXT = "TXT"
+    CSV = "CSV"
+    PDF = "PDF"
+
+
 class JobStatus(enum.StrEnum):
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"

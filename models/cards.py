@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BatchStatus, CardStatus, Id, ProductType, str_enum, utcnow
+from models.base import Base, BatchStatus, CardExportFormat, CardStatus, Id, ProductType, str_enum, utcnow
 
 
 class CardBatch(Base):
@@ -32,6 +32,8 @@ class CardBatch(Base):
         ),
         CheckConstraint("download_count >= 0", name="download_count_not_negative"),
         Index("ix_card_batches_created", "created_at", "id"),
+        # expiringWithinDays: the batches whose last day falls in a window
+        Index("ix_card_batches_valid_until", "valid_until"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -55,6 +57,10 @@ class CardBatch(Base):
     disabled_count: Mapped[int] = mapped_column(default=0)
     download_count: Mapped[int] = mapped_column(default=0)
     valid_until: Mapped[date] = mapped_column(Date)
+    # before this day (business time zone) its cards answer CARD_NOT_YET_VALID; null: from creation
+    valid_from: Mapped[date | None] = mapped_column(Date)
+    # live redemptions one member may hold of this batch (1..1000); null: no limit
+    per_member_limit: Mapped[int | None]
     status: Mapped[BatchStatus] = mapped_column(str_enum(BatchStatus, "batch_status"))
     created_by: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="RESTRICT"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -96,6 +102,10 @@ class Card(Base):
     remark: Mapped[str | None] = mapped_column(String(500))
     used_at: Mapped[datetime | None]
     member_id: Mapped[int | None] = mapped_column(Id, ForeignKey("users.id", ondelete="RESTRICT"))
+    # the channel the card was handed to; no index: nothing looks cards up by channel (the counts
+    # are channel_shares), and range writes stay cheaper without one
+    # (no ON DELETE: see migration 0006; channels are never deleted)
+    channel_id: Mapped[int | None] = mapped_column(Id, ForeignKey("channels.id"))
 
 
 class CardBatchDownload(Base):
@@ -114,3 +124,9 @@ class CardBatchDownload(Base):
     downloaded_from: Mapped[str | None] = mapped_column(String(64))
     card_count: Mapped[int | None]
     sha256: Mapped[str | None] = mapped_column(String(64))
+    # the run of cards (by seq, both ends included; null: the whole batch) and the file's format
+    from_seq: Mapped[int | None]
+    to_seq: Mapped[int | None]
+    format: Mapped[CardExportFormat] = mapped_column(
+        str_enum(CardExportFormat, "card_export_format"), server_default=CardExportFormat.TXT.value
+    )

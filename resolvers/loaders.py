@@ -10,7 +10,8 @@ from typing import Any
 from strawberry.dataloader import DataLoader
 
 from models import Card, CardBatch, Instance, Line, Order, OsImage, ProductType, Region
-from services import cards, catalog, orders
+from services import cards, catalog, channels, orders
+from services.channels import ChannelView, Share
 from services.runtime import Caller, Runtime
 
 
@@ -53,6 +54,14 @@ class Loaders:
     @cached_property
     def instance_by_order(self) -> DataLoader[int, Instance | None]:
         return DataLoader(self._instances_by_order)
+
+    @cached_property
+    def channel(self) -> DataLoader[int, ChannelView]:
+        return DataLoader(self._channels)
+
+    @cached_property
+    def shares_by_batch(self) -> DataLoader[CardBatch, list[Share]]:
+        return DataLoader(self._shares_by_batch, cache_key_fn=lambda batch: batch.id)
 
     @cached_property
     def os_image(self) -> DataLoader[int, OsImage | None]:
@@ -100,3 +109,11 @@ class Loaders:
     async def _os_images(self, keys: Sequence[int]) -> list[OsImage | None]:
         found = await catalog.os_images_by_ids(self.rt.db, list(keys))
         return [found.get(key) for key in keys]
+
+    async def _channels(self, keys: Sequence[int]) -> list[ChannelView]:
+        found = await channels.channels_by_ids(self.rt, list(keys))
+        return [found[key] for key in keys]
+
+    async def _shares_by_batch(self, keys: Sequence[CardBatch]) -> list[list[Share]]:
+        found = await channels.shares_by_batch(self.rt, list(keys))
+        return [found[key.id] for key in keys]

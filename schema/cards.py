@@ -11,6 +11,7 @@ from strawberry.types import Info
 
 from models import Card, CardBatch
 from schema.catalog import ProductConfigInput, ProductConfigType
+from schema.channels import ChannelShareType, ChannelType
 from schema.common import CardBatchStatusEnum, CardStatusEnum, ProductTypeEnum, later
 from schema.errors import (
     InvalidInputErrorType,
@@ -20,9 +21,10 @@ from schema.errors import (
     RateLimitedErrorType,
     WrongPasswordErrorType,
 )
+from schema.figures import DailyCountType, FromDay, ToDay, daily_counts
 from schema.pagination import After, First, Offset, PageInfo, build_connection
 from schema.permissions import admin_field
-from services import cards, codes
+from services import cards, codes, figures
 from services.paging import Page
 
 # Orders stand above cards (an order is paid by a card): the link back is lazy, never an import
@@ -51,6 +53,12 @@ class CardBatchType:
     valid_until: date = strawberry.field(
         description="Redeemable until the end of this day, business time zone."
     )
+    valid_from: date | None = strawberry.field(
+        description="Redeemable from the start of this day, business time zone; null: from creation."
+    )
+    per_member_limit: int | None = strawberry.field(
+        description="Live redemptions one member may hold of this batch; null: no limit."
+    )
     status: CardBatchStatusEnum = admin_field(description="A DISABLED batch's cards cannot be redeemed.")
     created_at: datetime = strawberry.field(description="When the batch was made.")
     download_count: int = admin_field(description="How many times its codes were downloaded.")
@@ -69,6 +77,8 @@ class CardBatchType:
             used_count=batch.used_count,
             disabled_count=batch.disabled_count,
             valid_until=batch.valid_until,
+            valid_from=batch.valid_from,
+            per_member_limit=batch.per_member_limit,
             status=batch.status,
             created_at=batch.created_at,
             download_count=batch.download_count,
@@ -103,6 +113,46 @@ class CardBatchType:
         ctx.loaders.batch.prime(self.row.id, self.row)
         return card_connection(page)
 
+    def _figures(self, info: Info) -> figures.BatchFigures:
+        return figures.of_batch(info.context.rt.today(), self.row)
+
+    @admin_field(description="UNUSED cards not past validUntil (from the counters).")
+    def unused_count(self, info: Info) -> int:
+        return self._figures(info).unused_count
+
+    @admin_field(description="UNUSED cards past validUntil.")
+    def expired_count(self, info: Info) -> int:
+        return self._figures(info).expired_count
+
+    @admin_field(description="usedCount × referencePrice.")
+    def redeemed_value(self, info: Info) -> Decimal:
+        return self._figures(info).redeemed_value
+
+    @admin_field(description="unusedCount × referencePrice: the liability still out.")
+    def outstanding_value(self, info: Info) -> Decimal:
+        return self._figures(info).outstanding_value
+
+    @admin_field(
+        description="Redemptions per day (business time zone) that still stand, every day of the range."
+    )
+    async def redemptions_by_day(self, info: Info, from_: FromDay, to: ToDay) -> list[DailyCountType]:
+        ctx = info.context
+        return daily_counts(await figures.redemptions_by_day(ctx.rt, ctx.caller, self.row.id, from_, to))
+
+    @admin_field(description="How the batch's cards are split over channels; the share of no channel last.")
+    async def channels(self, info: Info) -> list[ChannelShareType]:
+        loaders = info.context.loaders
+        shares = await loaders.shares_by_batch.load(self.row)
+        found = [None if s.channel_id is None else await loaders.channel.load(s.channel_id) for s in shares]
+        return [
+            ChannelShareType(
+                channel=None if view is None else ChannelType.of(view),
+                card_count=share.card_count,
+                used_count=share.used_count,
+            )
+            for share, view in zip(shares, found, strict=True)
+        ]
+
 
 @strawberry.type(name="Card", description="One pickup card. Its code is never shown whole after it is made.")
 class CardType:
@@ -114,7 +164,9 @@ class CardType:
     remark: str | None = admin_field(description="The admin's note (备注).")
     used_at: datetime | None = strawberry.field(description="When it was redeemed.")
     member_id: strawberry.ID | None = strawberry.field(description="Who redeemed it.")
+    seq: int = admin_field(description="1..quantity within the batch: the order of the download.")
     batch_id: strawberry.Private[int]
+    channel_id: strawberry.Private[int | None]
 
     @classmethod
     def of(cls, card: Card) -> CardType:
@@ -125,8 +177,16 @@ class CardType:
             remark=card.remark,
             used_at=card.used_at,
             member_id=None if card.member_id is None else strawberry.ID(str(card.member_id)),
+            seq=card.seq,
             batch_id=card.batch_id,
+            channel_id=card.channel_id,
         )
+
+    @admin_field(description="The channel the card was handed to; null: none.")
+    async def channel(self, info: Info) -> ChannelType | None:
+        if self.channel_id is None:
+            return None
+        return ChannelType.of(await info.context.loaders.channel.load(self.channel_id))
 
     @strawberry.field(description="The batch the card belongs to.")
     async def batch(self, info: Info) -> CardBatchType:
@@ -185,10 +245,22 @@ class CardBatchFilter:
     status: CardBatchStatusEnum | None = strawberry.field(default=None, description="Only this status.")
     keyword: str | None = strawberry.field(default=None, description="Part of the card name or batch number.")
     batch_no: str | None = strawberry.field(default=None, description="Exactly this batch number.")
+    channel_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Only batches with cards in this channel."
+    )
+    expiring_within_days: int | None = strawberry.field(
+        default=None,
+        description="ACTIVE batches whose validUntil falls within this many days (0: today), 0..3660.",
+    )
 
     def to_service(self) -> cards.BatchFilter:
         return cards.BatchFilter(
-            product_type=self.product_type, status=self.status, keyword=self.keyword, batch_no=self.batch_no
+            product_type=self.product_type,
+            status=self.status,
+            keyword=self.keyword,
+            batch_no=self.batch_no,
+            channel_id=None if self.channel_id is None else str(self.channel_id),
+            expiring_within_days=self.expiring_within_days,
         )
 
 
@@ -208,6 +280,13 @@ class CreateCardBatchInput:
     status: CardBatchStatusEnum | None = strawberry.field(
         default=CardBatchStatusEnum.ACTIVE, description="Initial status (正常 / 禁用); ACTIVE when null."
     )
+    valid_from: date | None = strawberry.field(
+        default=None, description="First day the cards can be redeemed; not after validUntil. Null: at once."
+    )
+    per_member_limit: int | None = strawberry.field(
+        default=None,
+        description="Live redemptions one member may hold of this batch, 1..1000. Null: no limit.",
+    )
 
     def to_service(self) -> cards.NewBatch:
         return cards.NewBatch(
@@ -217,6 +296,8 @@ class CreateCardBatchInput:
             quantity=self.quantity,
             valid_until=self.valid_until,
             status=self.status or CardBatchStatusEnum.ACTIVE,
+            valid_from=self.valid_from,
+            per_member_limit=self.per_member_limit,
         )
 
 
@@ -242,7 +323,8 @@ class SetCardRemarkSuccess:
 
 @strawberry.type(
     name="CardBatchDownload",
-    description="A single-use link to the batch's codes as text/plain: one code per line, XXXX-XXXX-XXXX-XXXX.",
+    description="A single-use link to the batch's codes: TXT (one code per line, XXXX-XXXX-XXXX-XXXX), "
+    "CSV or a printable PDF sheet.",
 )
 class CardBatchDownloadType:
     url: str = strawberry.field(description="GET it once, within 5 minutes.")
@@ -268,6 +350,13 @@ SetCardRemarkResult = Annotated[
     strawberry.union("SetCardRemarkResult", description="The card, or why the remark was refused."),
 ]
 CreateCardBatchDownloadResult = Annotated[
-    CardBatchDownloadType | NotFoundErrorType | WrongPasswordErrorType | RateLimitedErrorType,
-    strawberry.union("CreateCardBatchDownloadResult", description="The link, or why none was made."),
+    CardBatchDownloadType
+    | NotFoundErrorType
+    | WrongPasswordErrorType
+    | RateLimitedErrorType
+    | InvalidInputErrorType,
+    strawberry.union(
+        "CreateCardBatchDownloadResult",
+        description="The link, or why none was made (InvalidInputError: a range outside the batch).",
+    ),
 ]

@@ -30,6 +30,8 @@ ErrorCode = described_enum(
         domain.ErrorCode.CARD_DISABLED: "The card was disabled by an admin.",
         domain.ErrorCode.CARD_EXPIRED: "The card's batch is past its validity day (business time zone).",
         domain.ErrorCode.BATCH_DISABLED: "The card's batch was disabled by an admin.",
+        domain.ErrorCode.CARD_NOT_YET_VALID: "Before the card's batch's validFrom day (business time zone).",
+        domain.ErrorCode.MEMBER_LIMIT_REACHED: "The member already holds perMemberLimit live redemptions of this batch.",
         domain.ErrorCode.OS_REQUIRED: "A cloud server or bare-metal card needs an OS image of its line.",
         domain.ErrorCode.OS_NOT_ALLOWED: "The image is not of the card's line, or the product takes none.",
         domain.ErrorCode.OUT_OF_STOCK: "The bare-metal model has no stock left.",
@@ -74,7 +76,8 @@ class CardCodeErrorType(ErrorType):
 
 @strawberry.type(
     name="CardUnavailableError",
-    description="The card exists but cannot be redeemed: CARD_USED, CARD_DISABLED, CARD_EXPIRED or BATCH_DISABLED.",
+    description="The card exists but cannot be redeemed: CARD_USED, CARD_DISABLED, CARD_NOT_YET_VALID, "
+    "CARD_EXPIRED, BATCH_DISABLED or MEMBER_LIMIT_REACHED.",
 )
 class CardUnavailableErrorType(ErrorType):
     pass

@@ -11,9 +11,10 @@ from strawberry.extensions.query_depth_limiter import create_validator as depth_
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionResult
 
-from resolvers import accounts, cards, catalog, redemption
+from resolvers import accounts, cards, catalog, programme, redemption
 from resolvers import orders as order_resolvers  # `orders` is also a Query field
 from schema.accounts import ChangePasswordResult, LoginResult, ViewerType
+from schema.audit import AuditEntryConnection
 from schema.caching import catalog_fields
 from schema.cards import (
     CardBatchConnection,
@@ -25,8 +26,10 @@ from schema.cards import (
     SetCardStatusResult,
 )
 from schema.catalog import HostingPlanType, ProductModelType, QuoteResult, RegionType
+from schema.channels import ChannelType
 from schema.documents import DocumentCache, IntrospectionLane, RequestHooks
 from schema.errors import EXCEPTION_HANDLERS, log_unexpected, shape_errors
+from schema.figures import CardProgrammeStatsType
 from schema.metrics import marking_business_errors
 from schema.orders import (
     CancelOrderResult,
@@ -36,6 +39,13 @@ from schema.orders import (
     RetryProvisioningResult,
 )
 from schema.permissions import guarded
+from schema.programme import (
+    AssignCardsResult,
+    CreateChannelResult,
+    ExtendCardBatchResult,
+    SetCardRangeStatusResult,
+    UpdateChannelResult,
+)
 from schema.redemption import RedeemCardResult, RedemptionConnection, RedemptionPreviewResult
 from schema.scalars import SCALAR_MAP
 from services.access import Audience
@@ -104,6 +114,21 @@ class Query:
         resolver=order_resolvers.my_instances,
         description="The member's products, newest first.",
     )
+    channels: list[ChannelType] = guarded(
+        Audience.ADMIN,
+        resolver=programme.channel_list,
+        description="Every channel cards are handed to, oldest first, with its counts.",
+    )
+    card_programme_stats: CardProgrammeStatsType = guarded(
+        Audience.ADMIN,
+        resolver=programme.card_programme_stats,
+        description="Figures over all batches, for the dashboard's first page.",
+    )
+    audit_log: AuditEntryConnection = guarded(
+        Audience.ADMIN,
+        resolver=programme.audit_entries,
+        description="Every admin write, newest first, with filters; values never hold a code or a password.",
+    )
 
 
 @strawberry.type(description="Writes. Each returns a result union: success, or the business error as data.")
@@ -154,6 +179,35 @@ class Mutation:
         Audience.ADMIN,
         resolver=cards.create_card_batch_download,
         description="After re-checking the admin's own password: a single-use link to the batch's codes.",
+    )
+    create_channel: CreateChannelResult = guarded(
+        Audience.ADMIN, resolver=programme.create_channel, description="Make a channel to hand cards to."
+    )
+    update_channel: UpdateChannelResult = guarded(
+        Audience.ADMIN, resolver=programme.update_channel, description="Rename a channel or set its remark."
+    )
+    assign_cards_to_channel: AssignCardsResult = guarded(
+        Audience.ADMIN,
+        resolver=programme.assign_cards_to_channel,
+        description="Put a run of cards in a channel (channelId null: take them out). Used cards keep their "
+        "channel. One audit entry for the range.",
+    )
+    set_card_range_status: SetCardRangeStatusResult = guarded(
+        Audience.ADMIN,
+        resolver=programme.set_card_range_status,
+        description="UNUSED <-> DISABLED for a run of cards; used cards are left as they are and not counted. "
+        "One audit entry for the range.",
+    )
+    extend_card_batch: ExtendCardBatchResult = guarded(
+        Audience.ADMIN,
+        resolver=programme.extend_card_batch,
+        description="Move validUntil (later or earlier, not before today); the frozen config and price stay.",
+    )
+    create_card_range_download: CreateCardBatchDownloadResult = guarded(
+        Audience.ADMIN,
+        resolver=programme.create_card_range_download,
+        description="After re-checking the admin's own password: a single-use link to a run of cards as TXT, "
+        "CSV or a printable PDF sheet.",
     )
 
 

@@ -7,13 +7,13 @@ and its values are typed where the write is made. No event carries a code, a pas
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import AuditEntry, BatchStatus, CardStatus, OrderStatus
+from models import AuditEntry, BatchStatus, CardExportFormat, CardStatus, OrderStatus
 from services.runtime import Caller, Runtime
 
 
@@ -71,18 +71,141 @@ class BatchStatusSet(AuditEvent):
 
 @dataclass(frozen=True)
 class BatchDownloadCreated(AuditEvent):
+    """A download link: of the whole batch as TXT (as before), or of a range in a format."""
+
     action = "batch.create_download"
     entity = "batch"
     batch_id: int
     download_id: int
     expires_at: datetime
+    from_seq: int | None = None
+    to_seq: int | None = None
+    format: CardExportFormat = CardExportFormat.TXT
 
     @property
     def entity_id(self) -> object:
         return self.batch_id
 
     def new(self) -> dict[str, Any]:
-        return {"downloadId": self.download_id, "expiresAt": self.expires_at.isoformat()}
+        view: dict[str, Any] = {"downloadId": self.download_id, "expiresAt": self.expires_at.isoformat()}
+        if self.from_seq is not None:
+            view.update(fromSeq=self.from_seq, toSeq=self.to_seq, format=self.format.value)
+        return view
+
+
+@dataclass(frozen=True)
+class BatchExtended(AuditEvent):
+    action = "batch.extend"
+    entity = "batch"
+    batch_id: int
+    before: date
+    after: date
+
+    @property
+    def entity_id(self) -> object:
+        return self.batch_id
+
+    def old(self) -> dict[str, Any]:
+        return {"validUntil": self.before.isoformat()}
+
+    def new(self) -> dict[str, Any]:
+        return {"validUntil": self.after.isoformat()}
+
+
+@dataclass(frozen=True)
+class CardRangeStatusSet(AuditEvent):
+    """`setCardRangeStatus`: one entry for the whole range, with how many cards changed."""
+
+    action = "card.set_range_status"
+    entity = "batch"
+    batch_id: int
+    from_seq: int
+    to_seq: int
+    before: CardStatus
+    after: CardStatus
+    changed: int
+
+    @property
+    def entity_id(self) -> object:
+        return self.batch_id
+
+    def old(self) -> dict[str, Any]:
+        return {"status": self.before.value}
+
+    def new(self) -> dict[str, Any]:
+        return {
+            "fromSeq": self.from_seq,
+            "toSeq": self.to_seq,
+            "status": self.after.value,
+            "changed": self.changed,
+        }
+
+
+@dataclass(frozen=True)
+class CardsAssigned(AuditEvent):
+    """`assignCardsToChannel`: one entry for the whole range, with how many cards moved from where
+    (`from` maps a channel id, or "none", to the cards taken from it)."""
+
+    action = "card.assign_channel"
+    entity = "batch"
+    batch_id: int
+    from_seq: int
+    to_seq: int
+    channel_id: int | None
+    assigned: int
+    taken_from: dict[str, int]
+
+    @property
+    def entity_id(self) -> object:
+        return self.batch_id
+
+    def old(self) -> dict[str, Any]:
+        return {"channels": self.taken_from}
+
+    def new(self) -> dict[str, Any]:
+        return {
+            "fromSeq": self.from_seq,
+            "toSeq": self.to_seq,
+            "channelId": None if self.channel_id is None else str(self.channel_id),
+            "assigned": self.assigned,
+        }
+
+
+@dataclass(frozen=True)
+class ChannelCreated(AuditEvent):
+    action = "channel.create"
+    entity = "channel"
+    channel_id: int
+    name: str
+    remark: str | None
+
+    @property
+    def entity_id(self) -> object:
+        return self.channel_id
+
+    def new(self) -> dict[str, Any]:
+        return {"name": self.name, "remark": self.remark}
+
+
+@dataclass(frozen=True)
+class ChannelUpdated(AuditEvent):
+    """`updateChannel`: the fields that changed, before and after."""
+
+    action = "channel.update"
+    entity = "channel"
+    channel_id: int
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+    @property
+    def entity_id(self) -> object:
+        return self.channel_id
+
+    def old(self) -> dict[str, Any]:
+        return self.before
+
+    def new(self) -> dict[str, Any]:
+        return self.after
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,18 @@ import asyncio
 import re
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Select, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import DuplicateKey
 from core.ids import parse_id
-from models import BatchStatus, Card, CardBatch, CardStatus, ProductType
+from models import BatchStatus, Card, CardBatch, CardStatus, ChannelShare, ProductType
 from services import audit, codes, metrics
-from services.errors import FieldProblem, InvalidInput, InvalidState, NotFound
+from services.errors import BadRequest, FieldProblem, InvalidInput, InvalidState, NotFound
 from services.paging import Page, keyset_page, page_request
 from services.pricing import ConfigInput, PricedConfig, ensure_in_stock, price_config
 from services.runtime import Caller, Runtime
@@ -29,6 +29,9 @@ NAME_MAX = 100
 REMARK_MAX = 500
 BATCH_NO_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 INSERT_CHUNK = 20000
+PER_MEMBER_LIMIT_MAX = 1000
+# expiringWithinDays looks at most this far ahead (ten years)
+EXPIRING_WITHIN_MAX = 3660
 MAX_CHUNK_ATTEMPTS = 5
 
 
@@ -40,6 +43,8 @@ class NewBatch:
     quantity: int
     valid_until: date
     status: BatchStatus = BatchStatus.ACTIVE
+    valid_from: date | None = None
+    per_member_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class BatchFilter:
     status: BatchStatus | None = None
     keyword: str | None = None
     batch_no: str | None = None
+    channel_id: str | None = None
+    expiring_within_days: int | None = None
 
 
 def _batch_audit_view(batch: CardBatch) -> dict[str, Any]:
@@ -58,6 +65,8 @@ def _batch_audit_view(batch: CardBatch) -> dict[str, Any]:
         "quantity": batch.quantity,
         "referencePrice": str(batch.reference_price),
         "validUntil": batch.valid_until.isoformat(),
+        "validFrom": None if batch.valid_from is None else batch.valid_from.isoformat(),
+        "perMemberLimit": batch.per_member_limit,
         "status": batch.status.value,
         "summary": batch.config["summary"],
     }
@@ -83,6 +92,14 @@ def _check_new_batch(rt: Runtime, new: NewBatch) -> list[FieldProblem]:
     today = rt.today()
     if new.valid_until < today:
         problems.append(FieldProblem("validUntil", "field.in_past", {"today": today.isoformat()}))
+    if new.valid_from is not None and new.valid_from > new.valid_until:
+        problems.append(
+            FieldProblem("validFrom", "field.after_valid_until", {"validUntil": new.valid_until.isoformat()})
+        )
+    if new.per_member_limit is not None and not 1 <= new.per_member_limit <= PER_MEMBER_LIMIT_MAX:
+        problems.append(
+            FieldProblem("perMemberLimit", "field.out_of_range", {"min": 1, "max": PER_MEMBER_LIMIT_MAX})
+        )
     return problems
 
 
@@ -174,6 +191,8 @@ async def create_batch(rt: Runtime, caller: Caller, new: NewBatch) -> CardBatch:
             windows_price=priced.windows_price,
             quantity=new.quantity,
             valid_until=new.valid_until,
+            valid_from=new.valid_from,
+            per_member_limit=new.per_member_limit,
             status=new.status,
             created_by=viewer.id,
             created_at=rt.now(),
@@ -194,8 +213,29 @@ async def create_batch(rt: Runtime, caller: Caller, new: NewBatch) -> CardBatch:
 # ---------------------------------------------------------------- reading
 
 
-def _batch_statement(filter: BatchFilter) -> Select[Any]:
+def _batch_statement(filter: BatchFilter, today: date) -> Select[Any] | None:
+    """The filtered batches, or None when a filter names nothing that can exist (an empty list)."""
     statement = select(CardBatch)
+    if filter.channel_id is not None:
+        channel = parse_id(filter.channel_id)
+        if channel is None:
+            return None
+        statement = statement.where(
+            exists().where(
+                ChannelShare.batch_id == CardBatch.id,
+                ChannelShare.channel_id == channel,
+                ChannelShare.card_count > 0,
+            )
+        )
+    if filter.expiring_within_days is not None:
+        days = filter.expiring_within_days
+        if not 0 <= days <= EXPIRING_WITHIN_MAX:
+            raise BadRequest("filter.expiring_range", max=EXPIRING_WITHIN_MAX)
+        statement = statement.where(
+            CardBatch.status == BatchStatus.ACTIVE,
+            CardBatch.valid_until >= today,
+            CardBatch.valid_until <= today + timedelta(days=days),
+        )
     if filter.product_type is not None:
         statement = statement.where(CardBatch.product_type == ProductType(filter.product_type))
     if filter.status is not None:
@@ -229,10 +269,13 @@ async def list_batches(
     """`cardBatches`: newest first."""
     caller.require_admin()
     request = page_request("CardBatch", first, after, offset)
+    statement = _batch_statement(filter, rt.today())
+    if statement is None:
+        return Page([], 0, has_next=False, has_previous=request.has_previous)
     async with rt.db.read() as session:
         return await keyset_page(
             session,
-            _batch_statement(filter),
+            statement,
             kind="CardBatch",
             key=CardBatch.id,
             descending=True,

@@ -65,7 +65,8 @@ def generate() -> str:
 
 def display(code: str) -> str:
     """XXXX-XXXX-XXXX-XXXX."""
-    return "-".join(code[i : i + 4] for i in range(0, CODE_LENGTH, 4))
+    # spelt out, not joined in a loop: a download of 100,000 codes calls this 100,000 times
+    return f"{code[0:4]}-{code[4:8]}-{code[8:12]}-{code[12:16]}"
 
 
 def masked(last4: str) -> str:

@@ -11,15 +11,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.ids import parse_id
 from models import (
+    BatchRedemptionDay,
     Card,
     CardBatch,
     CardStatus,
+    ChannelShare,
     Instance,
     JobStatus,
+    MemberBatchRedemptions,
     Order,
     OrderStatus,
     ProductModel,
     ProductType,
+    ProgrammeRedemptionDay,
     ProvisioningJob,
     Redemption,
     Role,
@@ -27,6 +31,7 @@ from models import (
 from services import audit
 from services.errors import InvalidState, NotFound
 from services.paging import Page, keyset_page, page_request
+from services.redemption_store import cents, programme_shard
 from services.runtime import Caller, Runtime
 
 # ---- admin actions
@@ -101,33 +106,33 @@ async def cancel_order(rt: Runtime, caller: Caller, order_id: str) -> Order:
     in one transaction: the card is UNUSED again, the batch's used count and a bare-metal model's
     stock go back, and the redemption is marked cancelled (so the card can be redeemed anew)."""
     caller.require_admin()
-    now = rt.now()
     async with rt.db.write() as session:
         order = await _failed_order(session, order_id)
         await _leave_failed(session, order, OrderStatus.CANCELLED)
-        card_back = await session.execute(
-            update(Card)
-            .where(
-                Card.id == order.card_id, Card.status == CardStatus.USED, Card.member_id == order.member_id
+        card_back = (
+            await session.execute(
+                update(Card)
+                .where(
+                    Card.id == order.card_id,
+                    Card.status == CardStatus.USED,
+                    Card.member_id == order.member_id,
+                )
+                .values(status=CardStatus.UNUSED, used_at=None, member_id=None)
+                .returning(Card.channel_id)
+                .execution_options(synchronize_session=False)
             )
-            .values(status=CardStatus.UNUSED, used_at=None, member_id=None)
-            .execution_options(synchronize_session=False)
-        )
-        if card_back.rowcount != 1:
+        ).one_or_none()
+        if card_back is None:
             # the card is not the one this order used up: give nothing back (rolled back whole)
             raise InvalidState()
+        await _uncount(session, rt, order, channel_id=card_back.channel_id)
         await session.execute(
             update(CardBatch)
             .where(CardBatch.id == order.batch_id)
             .values(used_count=CardBatch.used_count - 1)
             .execution_options(synchronize_session=False)
         )
-        await session.execute(
-            update(Redemption)
-            .where(Redemption.order_id == order.id, Redemption.cancelled_at.is_(None))
-            .values(cancelled_at=now)
-            .execution_options(synchronize_session=False)
-        )
+
         # the model whose stock the redemption took: its batch's, as the redemption's write reads it
         model_id = await session.scalar(
             select(CardBatch.product_model_id).where(CardBatch.id == order.batch_id)
@@ -142,6 +147,65 @@ async def cancel_order(rt: Runtime, caller: Caller, order_id: str) -> Order:
         await audit.record(session, rt, caller, audit.OrderCancelled(order.id, order.card_id))
         await session.refresh(order)
     return order
+
+
+async def _uncount(session: AsyncSession, rt: Runtime, order: Order, *, channel_id: int | None) -> None:
+    """Everything the redemption counted, counted back: the redemption is cancelled, its day's
+    count, the member's count of the batch (where it has a limit) and the channel's used count go
+    down by one."""
+    now = rt.now()
+    redeemed_at = (
+        await session.execute(
+            update(Redemption)
+            .where(Redemption.order_id == order.id, Redemption.cancelled_at.is_(None))
+            .values(cancelled_at=now)
+            .returning(Redemption.redeemed_at)
+            .execution_options(synchronize_session=False)
+        )
+    ).scalar_one_or_none()
+    if redeemed_at is not None:
+        day = redeemed_at.astimezone(rt.settings.zone).date()
+        await session.execute(
+            update(BatchRedemptionDay)
+            .where(
+                BatchRedemptionDay.batch_id == order.batch_id,
+                BatchRedemptionDay.day == day,
+                BatchRedemptionDay.redeemed > 0,
+            )
+            .values(redeemed=BatchRedemptionDay.redeemed - 1)
+            .execution_options(synchronize_session=False)
+        )
+        price = await session.scalar(select(CardBatch.reference_price).where(CardBatch.id == order.batch_id))
+        await session.execute(
+            update(ProgrammeRedemptionDay)
+            .where(
+                ProgrammeRedemptionDay.day == day,
+                ProgrammeRedemptionDay.shard == programme_shard(order.card_id),
+                ProgrammeRedemptionDay.redeemed > 0,
+            )
+            .values(
+                redeemed=ProgrammeRedemptionDay.redeemed - 1,
+                redeemed_cents=ProgrammeRedemptionDay.redeemed_cents - cents(price),
+            )
+            .execution_options(synchronize_session=False)
+        )
+    await session.execute(
+        update(MemberBatchRedemptions)
+        .where(
+            MemberBatchRedemptions.member_id == order.member_id,
+            MemberBatchRedemptions.batch_id == order.batch_id,
+            MemberBatchRedemptions.live_count > 0,
+        )
+        .values(live_count=MemberBatchRedemptions.live_count - 1)
+        .execution_options(synchronize_session=False)
+    )
+    if channel_id is not None:
+        await session.execute(
+            update(ChannelShare)
+            .where(ChannelShare.batch_id == order.batch_id, ChannelShare.channel_id == channel_id)
+            .values(used_count=ChannelShare.used_count - 1)
+            .execution_options(synchronize_session=False)
+        )
 
 
 # ---------------------------------------------------------------- reads

@@ -113,6 +113,7 @@ async def preview_card(rt: Runtime, caller: Caller, typed_code: str) -> Preview:
     store.ensure_redeemable(rt.today(), found.card, found.batch)
     if looked.stock is not None and looked.stock <= 0:
         raise OutOfStock()
+    store.ensure_within_limit(found.batch, looked.held)
     takes_os = found.batch.product_type is not ProductType.VIRTUAL_HOST
     images = list(looked.line_images)
     notices = NOTICES.get(caller.locale, NOTICES["zh-CN"])
@@ -182,6 +183,7 @@ async def redeem_card(rt: Runtime, caller: Caller, request: RedeemRequest) -> Re
     image = _chosen_image(found.batch, request.os_image_id, looked.chosen_image)
     if looked.stock is not None and looked.stock <= 0:
         raise OutOfStock()
+    store.ensure_within_limit(found.batch, looked.held)
     for attempt in range(1, ORDER_NO_ATTEMPTS + 1):
         try:
             redeemed = await _redeem_once(rt, viewer, found, image, key, request_hash)

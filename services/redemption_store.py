@@ -7,7 +7,9 @@ the card, its batch, a bare-metal model's stock, and the line's images (all for 
 chosen one for a redemption). The write: claim the card (a conditional update: of any number of
 concurrent redemptions exactly one wins), write the order, the redemption row, the provisioning job
 and the key, take the model's stock (its CHECK (stock >= 0) refuses the last unit's race) and count
-the use. A key is reserved first on SQLite (a conditional insert: taken meanwhile, nothing else is
+the use (the batch's used count, the day's count, the member's count where the batch has a
+per-member limit (its CHECK (live_count <= cap) refuses the one too many, however many race), and the
+card's channel's used count). A key is reserved first on SQLite (a conditional insert: taken meanwhile, nothing else is
 written) and written with its order on PostgreSQL (taken meanwhile, the one statement fails and
 writes nothing); either way it is then read, to replay its order or refuse the other input.
 
@@ -36,31 +38,37 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core.db import CheckFailed, DuplicateKey
 from core.sql import Codec, Plan, Row, Shape, Sql
 from models import (
+    PROGRAMME_SHARDS,
     AttemptCounter,
+    BatchRedemptionDay,
     BatchStatus,
     Card,
     CardBatch,
     CardStatus,
+    ChannelShare,
     IdempotencyKey,
     JobStatus,
+    MemberBatchRedemptions,
     Order,
     OrderStatus,
     OsFamily,
     OsImage,
     ProductModel,
     ProductType,
+    ProgrammeRedemptionDay,
     ProvisioningJob,
     Redemption,
     line_os_images,
 )
 from services import ratelimit
 from services.errors import CardUnavailable, ErrorCode, IdempotencyConflict, OutOfStock
-from services.validity import still_valid
+from services.validity import already_valid, still_valid
 
 CARDS = Card.__table__
 BATCHES = CardBatch.__table__
@@ -69,8 +77,20 @@ KEYS = IdempotencyKey.__table__
 MODELS = ProductModel.__table__
 JOBS = ProvisioningJob.__table__
 REDEMPTIONS = Redemption.__table__
-# the model's CHECK (stock >= 0), by the name the models' naming convention gives it
-STOCK_CHECK = next(c.name for c in MODELS.constraints if str(c.name).endswith("stock_not_negative"))
+DAYS = BatchRedemptionDay.__table__
+PROGRAMME_DAYS = ProgrammeRedemptionDay.__table__
+SHARES = ChannelShare.__table__
+HELD = MemberBatchRedemptions.__table__
+
+
+def _check_named(table: Any, suffix: str) -> str:
+    """A CHECK constraint's name as the models' naming convention gives it."""
+    return next(str(c.name) for c in table.constraints if str(c.name).endswith(suffix))
+
+
+# the model's CHECK (stock >= 0) and a member's CHECK (live_count <= cap)
+STOCK_CHECK = _check_named(MODELS, "stock_not_negative")
+LIMIT_CHECK = _check_named(HELD, "within_limit")
 
 
 def _param(name: str, column: Any) -> Any:
@@ -83,6 +103,7 @@ def _param(name: str, column: Any) -> Any:
 _c, _b, _k, _m = CARDS.alias("c"), BATCHES.alias("b"), KEYS.alias("k"), MODELS.alias("m")
 _a = AttemptCounter.__table__.alias("a")
 _lo, _i, _o = line_os_images.alias("lo"), OsImage.__table__.alias("i"), ORDERS.alias("o")
+_h = HELD.alias("h")
 CARD = Shape(Card, "c", _c)
 BATCH = Shape(CardBatch, "b", _b)
 IMAGE = Shape(OsImage, "i", _i)
@@ -108,6 +129,7 @@ LOOK_UP = Sql(
         *CARD.columns,
         *BATCH.columns,
         _m.c.stock.label("stock"),
+        _h.c.live_count.label("held"),
         *IMAGE.columns,
     )
     .select_from(
@@ -117,6 +139,7 @@ LOOK_UP = Sql(
         .outerjoin(_c, _c.c.code_hash == bindparam("code_hash"))
         .outerjoin(_b, _b.c.id == _c.c.batch_id)
         .outerjoin(_m, _m.c.id == _b.c.product_model_id)
+        .outerjoin(_h, and_(_h.c.member_id == bindparam("member_id"), _h.c.batch_id == _b.c.id))
         .outerjoin(
             _lo,
             and_(
@@ -156,6 +179,8 @@ class Looked:
     card: Card | None = None
     batch: CardBatch | None = None
     stock: int | None = None
+    # the member's live redemptions of the batch, where it has a per-member limit
+    held: int = 0
     line_images: tuple[OsImage, ...] = ()
     chosen_image: OsImage | None = None
 
@@ -230,6 +255,7 @@ class LookUp:
             card=CARD.record(first, codec),
             batch=batch,
             stock=first["stock"],
+            held=first["held"] or 0,
             line_images=images
             if self.line_images and batch.product_type is not ProductType.VIRTUAL_HOST
             else (),
@@ -238,15 +264,29 @@ class LookUp:
 
 
 def ensure_redeemable(today: date, card: Card, batch: CardBatch) -> None:
-    """BATCH_DISABLED, CARD_DISABLED, CARD_USED, CARD_EXPIRED: in the order RULES §4 gives."""
+    """BATCH_DISABLED, CARD_DISABLED, CARD_USED, CARD_NOT_YET_VALID, CARD_EXPIRED: in the order
+    RULES §4 and RULES-v2 §5 give."""
     if batch.status is BatchStatus.DISABLED:
         raise CardUnavailable(ErrorCode.BATCH_DISABLED)
     if card.status is CardStatus.DISABLED:
         raise CardUnavailable(ErrorCode.CARD_DISABLED)
     if card.status is CardStatus.USED:
         raise CardUnavailable(ErrorCode.CARD_USED)
+    if not already_valid(batch.valid_from, today):
+        raise CardUnavailable(ErrorCode.CARD_NOT_YET_VALID, valid_from=batch.valid_from.isoformat())
     if not still_valid(batch.valid_until, today):
         raise CardUnavailable(ErrorCode.CARD_EXPIRED)
+
+
+def ensure_within_limit(batch: CardBatch, held: int) -> None:
+    """MEMBER_LIMIT_REACHED, checked last (RULES-v2 §5). An early answer from the look-up: the
+    write decides (its CHECK), so concurrent redemptions never pass the limit."""
+    if batch.per_member_limit is not None and held >= batch.per_member_limit:
+        raise member_limit_reached(batch)
+
+
+def member_limit_reached(batch: CardBatch) -> CardUnavailable:
+    return CardUnavailable(ErrorCode.MEMBER_LIMIT_REACHED, limit=batch.per_member_limit)
 
 
 # ---------------------------------------------------------------- the write
@@ -290,11 +330,25 @@ CLAIM = (
             BATCHES.c.id == CARDS.c.batch_id,
             BATCHES.c.status == BatchStatus.ACTIVE,
             still_valid(BATCHES.c.valid_until, _param("today", BATCHES.c.valid_until)),
+            already_valid(BATCHES.c.valid_from, _param("today", BATCHES.c.valid_until)),
         ),
     )
     .values(status=CardStatus.USED, used_at=_now, member_id=_member)
     .returning(*CLAIMED.columns)
 )
+
+
+def _today_param() -> Any:
+    return _param("today", DAYS.c.day)
+
+
+def _programme_day_params() -> tuple[Any, Any, Any]:
+    """Today, the card's shard of the programme's day, and the batch's reference price in cents."""
+    return (
+        _param("today", PROGRAMME_DAYS.c.day),
+        _param("shard", PROGRAMME_DAYS.c.shard),
+        _param("price_cents", PROGRAMME_DAYS.c.redeemed_cents),
+    )
 
 
 def _insert_order(card_id: Any, *, select_from: Any = None, where: Any = None) -> Any:
@@ -359,6 +413,43 @@ def _in_one_statement() -> Sql:
         .where(BATCHES.c.id == bindparam("batch_id"), claimed_anything)
         .values(used_count=BATCHES.c.used_count + 1)
     )
+    # the day's count; the member's count where the batch has a limit (its CHECK fails the whole
+    # statement on the one too many); the used count of the card's channel, if it is in one
+    day = postgres_insert(DAYS).from_select(
+        ["batch_id", "day", "redeemed"],
+        select(claimed.c.c_batch_id, _today_param(), literal(1)).select_from(claimed),
+    )
+    dated = day.on_conflict_do_update(
+        index_elements=[DAYS.c.batch_id, DAYS.c.day], set_={"redeemed": DAYS.c.redeemed + 1}
+    )
+    programme_day = postgres_insert(PROGRAMME_DAYS).from_select(
+        ["day", "shard", "redeemed", "redeemed_cents"],
+        select(
+            _programme_day_params()[0], _programme_day_params()[1], literal(1), _programme_day_params()[2]
+        ).select_from(claimed),
+    )
+    programme_dated = programme_day.on_conflict_do_update(
+        index_elements=[PROGRAMME_DAYS.c.day, PROGRAMME_DAYS.c.shard],
+        set_={
+            "redeemed": PROGRAMME_DAYS.c.redeemed + 1,
+            "redeemed_cents": PROGRAMME_DAYS.c.redeemed_cents + programme_day.excluded.redeemed_cents,
+        },
+    )
+    limit = _param("per_member_limit", HELD.c.cap)
+    held = postgres_insert(HELD).from_select(
+        ["member_id", "batch_id", "live_count", "cap"],
+        select(_member, claimed.c.c_batch_id, literal(1), limit)
+        .select_from(claimed)
+        .where(cast(limit, HELD.c.cap.type).is_not(None)),
+    )
+    limited = held.on_conflict_do_update(
+        index_elements=[HELD.c.member_id, HELD.c.batch_id], set_={"live_count": HELD.c.live_count + 1}
+    )
+    shared = (
+        update(SHARES)
+        .where(SHARES.c.batch_id == claimed.c.c_batch_id, SHARES.c.channel_id == claimed.c.c_channel_id)
+        .values(used_count=SHARES.c.used_count + 1)
+    )
     statement = (
         select(*claimed.c, placed.c.id.label("order_id"))
         .select_from(both)
@@ -368,6 +459,10 @@ def _in_one_statement() -> Sql:
             kept.cte("kept"),
             stocked.cte("stocked"),
             counted.cte("counted"),
+            dated.cte("dated"),
+            programme_dated.cte("programme_dated"),
+            limited.cte("limited"),
+            shared.cte("shared"),
         )
     )
     return Sql(statement, standalone=True, dialects=("postgresql",))
@@ -406,6 +501,57 @@ TAKE_STOCK = Sql(
 COUNT_USED = Sql(
     update(BATCHES).where(BATCHES.c.id == bindparam("batch_id")).values(used_count=BATCHES.c.used_count + 1)
 )
+COUNT_DAY = Sql(
+    sqlite_insert(DAYS)
+    .values(batch_id=bindparam("batch_id"), day=_today_param(), redeemed=1)
+    .on_conflict_do_update(
+        index_elements=[DAYS.c.batch_id, DAYS.c.day], set_={"redeemed": DAYS.c.redeemed + 1}
+    ),
+    dialects=("sqlite",),
+)
+_programme_day_sqlite = sqlite_insert(PROGRAMME_DAYS).values(
+    day=_programme_day_params()[0],
+    shard=_programme_day_params()[1],
+    redeemed=1,
+    redeemed_cents=_programme_day_params()[2],
+)
+COUNT_PROGRAMME_DAY = Sql(
+    _programme_day_sqlite.on_conflict_do_update(
+        index_elements=[PROGRAMME_DAYS.c.day, PROGRAMME_DAYS.c.shard],
+        set_={
+            "redeemed": PROGRAMME_DAYS.c.redeemed + 1,
+            "redeemed_cents": PROGRAMME_DAYS.c.redeemed_cents + _programme_day_sqlite.excluded.redeemed_cents,
+        },
+    ),
+    dialects=("sqlite",),
+)
+COUNT_HELD = Sql(
+    sqlite_insert(HELD)
+    .values(
+        member_id=_member,
+        batch_id=bindparam("batch_id"),
+        live_count=1,
+        cap=_param("per_member_limit", HELD.c.cap),
+    )
+    .on_conflict_do_update(
+        index_elements=[HELD.c.member_id, HELD.c.batch_id], set_={"live_count": HELD.c.live_count + 1}
+    ),
+    dialects=("sqlite",),
+)
+COUNT_SHARE_USED = Sql(
+    update(SHARES)
+    .where(SHARES.c.batch_id == bindparam("batch_id"), SHARES.c.channel_id == bindparam("channel_id"))
+    .values(used_count=SHARES.c.used_count + 1)
+)
+
+
+def programme_shard(card_id: int) -> int:
+    """The row of the programme's day a redemption of this card counts in."""
+    return card_id % PROGRAMME_SHARDS
+
+
+def cents(price: Any) -> int:
+    return int(price * 100)
 
 
 @dataclass(frozen=True)
@@ -467,6 +613,9 @@ class Write:
             "request_hash": self.request_hash,
             "product_model_id": self.batch.product_model_id,
             "batch_id": self.batch.id,
+            "per_member_limit": self.batch.per_member_limit,
+            "shard": programme_shard(self.card_id),
+            "price_cents": cents(self.batch.reference_price),
         }
 
     def run(self, codec: Codec) -> Plan[Redeemed]:
@@ -497,6 +646,8 @@ class Write:
         except CheckFailed as failed:
             if failed.constraint == STOCK_CHECK:
                 raise OutOfStock() from None
+            if failed.constraint == LIMIT_CHECK:
+                raise member_limit_reached(self.batch) from None
             raise
         if claimed is None:
             # a concurrent request with this key may have used the card: its answer; else, why not
@@ -534,6 +685,12 @@ class Write:
         if self.batch.product_model_id is not None:
             yield TAKE_STOCK, given
         yield COUNT_USED, given
+        yield COUNT_DAY, given
+        yield COUNT_PROGRAMME_DAY, given
+        if self.batch.per_member_limit is not None:
+            yield COUNT_HELD, given
+        if claimed[0]["c_channel_id"] is not None:
+            yield COUNT_SHARE_USED, {**given, "channel_id": claimed[0]["c_channel_id"]}
         return claimed[0]
 
     def _explain_lost_claim(self, codec: Codec) -> Plan[None]:

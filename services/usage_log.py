@@ -4,7 +4,7 @@ and paged, newest first."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 from typing import Any
 
 from sqlalchemy import Select, or_, select
@@ -12,6 +12,7 @@ from sqlalchemy import Select, or_, select
 from core.ids import parse_id
 from models import ProductType, Redemption
 from services import codes
+from services.days import day_after_start, day_start
 from services.paging import Page, PageRequest, keyset_page, page_request
 from services.runtime import Caller, Runtime
 
@@ -24,15 +25,6 @@ class RedemptionFilter:
     from_day: date | None = None
     to_day: date | None = None
     keyword: str | None = None
-
-
-def _day_start(rt: Runtime, day: date) -> datetime | None:
-    """Midnight of `day` in the business time zone, as an instant; None when that instant lies
-    outside what a datetime can hold (the calendar's first or last day), so it bounds nothing."""
-    try:
-        return datetime.combine(day, time.min, tzinfo=rt.settings.zone).astimezone(UTC)
-    except OverflowError:
-        return None
 
 
 def _keyword_condition(keyword: str) -> Any:
@@ -56,12 +48,12 @@ def _log_statement(rt: Runtime, filter: RedemptionFilter) -> Select[Any] | None:
     if filter.product_type is not None:
         statement = statement.where(Redemption.product_type == ProductType(filter.product_type))
     if filter.from_day is not None:
-        start = _day_start(rt, filter.from_day)
+        start = day_start(rt.settings.zone, filter.from_day)
         if start is not None:
             statement = statement.where(Redemption.redeemed_at >= start)
     # `to` 9999-12-31 (date.max) has no next day: it bounds nothing
-    if filter.to_day is not None and filter.to_day < date.max:
-        end = _day_start(rt, filter.to_day + timedelta(days=1))
+    if filter.to_day is not None:
+        end = day_after_start(rt.settings.zone, filter.to_day)
         if end is not None:
             statement = statement.where(Redemption.redeemed_at < end)
     if filter.keyword and filter.keyword.strip():

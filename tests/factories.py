@@ -154,14 +154,17 @@ async def create_batch(
     valid_until: str = FAR_FUTURE,
     batch_no: str | None = None,
     status: str | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     """A batch made through `createCardBatch` (a 1-month sh-bgp cloud server unless `config` says
-    otherwise); fails the test if it is refused."""
+    otherwise); `extra` adds input fields (`validFrom`, `perMemberLimit`). Fails the test if it is
+    refused."""
     if config is None:
         config = cloud_server_config(await line_id(gql, admin, "sh-bgp"))
     wanted = batch_input(
         config, name=name, quantity=quantity, valid_until=valid_until, batch_no=batch_no, status=status
     )
+    wanted.update(extra)
     result = await gql(CREATE_BATCH, {"input": wanted}, user=admin)
     created = result["data"]["createCardBatch"]
     assert created["__typename"] == "CreateCardBatchSuccess", result

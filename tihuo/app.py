@@ -111,8 +111,8 @@ def create_app(
         if claimed is None:
             return _json_error(request, 404, "NOT_FOUND", "http.not_found")
         return StreamingResponse(
-            downloads.stream_codes(rt, claimed),
-            media_type="text/plain; charset=utf-8",
+            downloads.stream(rt, claimed),
+            media_type=claimed.media_type,
             headers={
                 "Content-Disposition": f'attachment; filename="{claimed.filename}"',
                 "Cache-Control": "no-store",

@@ -311,6 +311,8 @@ async def test_create_card_batch_freezes_the_config_and_price_and_makes_the_card
         "quantity": 3,
         "referencePrice": price,
         "validUntil": "2026-12-31",
+        "validFrom": None,
+        "perMemberLimit": None,
         "status": "ACTIVE",
         "summary": expected_config["summary"],
     }
