@@ -342,6 +342,9 @@ async def list_cards(
     statement = select(Card).where(Card.batch_id == batch.id)
     if status is not None:
         statement = statement.where(Card.status == CardStatus(status))
+        if CardStatus(status) is CardStatus.USED:
+            # the same cards (CHECK used_has_member), said so the used-card index serves the list
+            statement = statement.where(Card.used_at.is_not(None))
     total: int | None = None
     if keyword and keyword.strip():
         match = _card_keyword(keyword)
