@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import JSON, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, Id, Role, str_enum, utcnow
@@ -25,6 +25,10 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # set while the user may not sign in
     disabled_at: Mapped[datetime | None]
+    # the real-name fields the identity provider vouches for (RULES-v2 §3: `name`, `id_verified`,
+    # the claims named by TIHUO_OIDC_REALNAME_CLAIMS), refreshed at each sign-in and passed on to
+    # the provisioning platform; None for local accounts and when the provider gives none
+    realname_claims: Mapped[dict[str, object] | None] = mapped_column(JSON)
 
 
 class AttemptCounter(Base):

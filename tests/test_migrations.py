@@ -186,9 +186,20 @@ async def _users_ddl_text(connection) -> str:  # type: ignore[no-untyped-def]
 
 
 async def _users_ddl(connection) -> set[str]:  # type: ignore[no-untyped-def]
-    """The users table's definition on SQLite, as a set of clauses (their order and quoting aside)."""
+    """The users table's definition on SQLite, as a set of clauses (their order, layout and quoting
+    aside: a column added by ALTER TABLE lands on the last column's line)."""
     body = (await _users_ddl_text(connection)).replace('"', "")
-    return {line.strip().rstrip(",").strip() for line in body.splitlines()}
+    head, _, columns = body.partition("(")
+    clauses, depth, clause = [], 0, ""
+    for char in columns.rsplit(")", 1)[0]:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            clauses.append(clause)
+            clause = ""
+        else:
+            clause += char
+    clauses.append(clause)
+    return {head.strip()} | {" ".join(c.split()) for c in clauses}
 
 
 async def _users_ddl_from_models(tmp_path: Path) -> set[str]:
