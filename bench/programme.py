@@ -50,7 +50,7 @@ from models import (  # noqa: E402
 )
 from services import card_ranges, channels, downloads  # noqa: E402
 from services.accounts import create_user  # noqa: E402
-from services.catalog import load_catalog_text  # noqa: E402
+from services.catalog_loading import load_catalog_text  # noqa: E402
 from services.runtime import Caller, Runtime  # noqa: E402
 from tihuo.app import create_app  # noqa: E402
 from tihuo.migrate import migrate  # noqa: E402
