@@ -14,6 +14,7 @@ from cachetools import LRUCache
 
 from core.db import Database
 from core.keys import Keys
+from core.oidc import PortalTokens
 from core.security import password_hasher
 from core.settings import Settings
 from models.base import Role
@@ -61,6 +62,20 @@ class Runtime:
         return self.clock()
 
     @cached_property
+    def portal_tokens(self) -> PortalTokens | None:
+        """The portal's token verifier and its kept keys (services.portal); None while
+        TIHUO_OIDC_ISSUER is unset. Its refetch rule runs on this runtime's clock."""
+        config = self.settings
+        if not config.oidc_issuer or not config.oidc_audience:
+            return None
+        return PortalTokens(
+            config.oidc_issuer,
+            config.oidc_audience,
+            jwks_url=config.oidc_jwks_url,
+            monotonic=lambda: self.now().timestamp(),
+        )
+
+    @cached_property
     def hasher(self) -> PasswordHasher:
         return password_hasher(self.settings.password_time_cost, self.settings.password_memory_kib)
 
@@ -79,6 +94,9 @@ class Viewer:
     id: int
     username: str
     role: Role
+    # signed in through the portal: when the portal last checked who they are (the token's
+    # `auth_time`), for a download's step-up (services.portal); None for local tokens
+    auth_time: datetime | None = None
 
 
 @dataclass(frozen=True)
