@@ -5,6 +5,7 @@ step-up, and every root field per portal role."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -131,6 +132,17 @@ async def test_a_portal_token_signs_a_new_member_in_and_the_member_id_stays_on_t
     other = await gql(ME, headers=bearer(await openid_provider.token("portal-user-1002")))
     assert other["data"]["me"]["id"] not in (None, member_id)
     assert await users_and_identities(rt) == (2, 2)
+
+
+async def test_concurrent_first_sign_ins_of_one_identity_make_one_member(gql, rt, openid_provider):
+    # given five requests at once, each with its own new token for one portal user never seen
+    tokens = [await openid_provider.token("rush-1", phone_number="13600000000") for _ in range(5)]
+
+    answers = await asyncio.gather(*(gql(ME, headers=bearer(token)) for token in tokens))
+
+    # then all are signed in as one and the same member
+    assert len({answer["data"]["me"]["id"] for answer in answers}) == 1, answers
+    assert await users_and_identities(rt) == (1, 1)
 
 
 async def test_the_role_claim_makes_an_admin_and_a_later_token_without_it_a_member_again(
