@@ -119,12 +119,22 @@ def _unchanged(user: User, claims: PortalClaims) -> bool:
 
 
 async def _identity_user(rt: Runtime, claims: PortalClaims) -> User | None:
+    key = (claims.issuer, claims.subject)
+    user_id = rt.portal_identities.get(key)
     async with rt.db.read() as session:
-        return await session.scalar(
+        if user_id is not None:
+            user = await session.get(User, user_id)
+            if user is not None:
+                return user
+            rt.portal_identities.pop(key, None)  # the rows were removed by hand: look again
+        user = await session.scalar(
             select(User)
             .join(ExternalIdentity, ExternalIdentity.user_id == User.id)
             .where(ExternalIdentity.issuer == claims.issuer, ExternalIdentity.subject == claims.subject)
         )
+    if user is not None:
+        rt.portal_identities[key] = user.id
+    return user
 
 
 async def _write_user(rt: Runtime, claims: PortalClaims) -> User:

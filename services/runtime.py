@@ -55,6 +55,9 @@ class Runtime:
     jobs_ready: asyncio.Event = field(default_factory=asyncio.Event)
     # bearer token -> (viewer, good until): see services.accounts.viewer_for_token
     viewer_cache: ViewerCache = field(default_factory=lambda: ViewerCache(10_000))
+    # portal identity (issuer, sub) -> its user's id (services.portal): an identity never moves to
+    # another user, so a sign-in reads the user by its key, as a local token's check does
+    portal_identities: LRUCache[tuple[str, str], int] = field(default_factory=lambda: LRUCache(10_000))
     # striped per-member locks for card-code attempts (services.redemption)
     attempt_locks: list[asyncio.Lock] = field(default_factory=lambda: [asyncio.Lock() for _ in range(64)])
 
