@@ -116,7 +116,12 @@ def test_an_existing_data_folder_and_key_open_to_others_are_tightened(tmp_path):
 
 @pytest.mark.parametrize(
     "issuer",
-    ["http://portal.example.com", "ftp://portal.example.com", "https://portal.example.com/?tenant=1", "portal"],
+    [
+        "http://portal.example.com",
+        "ftp://portal.example.com",
+        "https://portal.example.com/?tenant=1",
+        "portal",
+    ],
 )
 def test_the_portal_issuer_is_https_or_this_machine(monkeypatch, issuer):
     monkeypatch.setenv("TIHUO_OIDC_ISSUER", issuer)
