@@ -354,6 +354,22 @@ async def test_an_unreachable_key_set_fails_closed_and_shows_in_healthz(
     assert await users_and_identities(rt) == (0, 0)
 
 
+async def test_a_discovery_document_naming_another_issuer_gives_no_keys(db, settings, clock, openid_provider):
+    # the provider calls itself http://127.0.0.1:…; tihuo told it is http://localhost:… (same server)
+    elsewhere = openid_provider.issuer.replace("127.0.0.1", "localhost")
+    rt = Runtime(
+        db=db,
+        settings=settings.model_copy(update={"oidc_issuer": elsewhere}),
+        keys=Keys.from_secret(settings.secret),
+        clock=clock,
+    )
+    transport = httpx.ASGITransport(app=create_app(runtime=rt))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        response = await http.get("/healthz")
+    await rt.portal_tokens.aclose()
+    assert response.json() == {"status": "degraded", "database": "ok", "portalKeys": "unreachable"}
+
+
 # --- local accounts beside portal ones ------------------------------------------------------------
 
 
