@@ -64,13 +64,11 @@ class PortalTokens:
         *,
         jwks_url: str | None = None,
         monotonic: Callable[[], float] = time.monotonic,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.issuer = issuer
         self.audience = audience
         self._jwks_url = jwks_url
         self._monotonic = monotonic
-        self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at: float | None = None
@@ -108,9 +106,9 @@ class PortalTokens:
             return None
 
     async def health(self) -> str:
-        """ "ok" when the issuer's keys were fetched at the last try, else "unreachable". A try is
-        made when none was, or when the last failed and a minute has passed: /healthz costs the
-        issuer at most one request a minute."""
+        """Whether keys are held: "ok" when the last fetch worked, "unreachable" when it failed. A
+        fetch is tried when none was, or when the last failed and a minute has passed, so /healthz
+        costs the issuer at most one request a minute."""
         if self._reachable is not True:
             await self._refresh()
         return "ok" if self._reachable else "unreachable"
@@ -179,7 +177,5 @@ class PortalTokens:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=FETCH_TIMEOUT_SECONDS, follow_redirects=False, transport=self._transport
-            )
+            self._client = httpx.AsyncClient(timeout=FETCH_TIMEOUT_SECONDS, follow_redirects=False)
         return self._client
