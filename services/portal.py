@@ -55,16 +55,25 @@ def read_claims(rt: Runtime, claims: dict[str, Any]) -> PortalClaims | None:
     if not isinstance(phone, str) or not 0 < len(phone) <= PHONE_MAX_LENGTH:
         phone = None
     realname = {name: claims[name] for name in config.oidc_realname_claim_names if name in claims}
-    auth_time = claims.get("auth_time")
     return PortalClaims(
         issuer=str(claims["iss"]),
         subject=subject,
         role=Role.ADMIN if is_admin else Role.MEMBER,
         phone=phone,
         realname=realname or None,
-        auth_time=datetime.fromtimestamp(auth_time, UTC) if isinstance(auth_time, int | float) else None,
+        auth_time=_moment(claims.get("auth_time")),
         expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
     )
+
+
+def _moment(value: object) -> datetime | None:
+    """A NumericDate claim as a time; None when it is none (a boolean, a string, out of range)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def portal_username(issuer: str, subject: str) -> str:

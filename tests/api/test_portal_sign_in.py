@@ -479,6 +479,18 @@ async def test_a_portal_admin_signed_in_long_ago_or_without_auth_time_gets_wrong
     assert (await _download(gql, admin, batch["id"]))["code"] == "WRONG_PASSWORD"
 
 
+@pytest.mark.parametrize("auth_time", ["2026-12-02T00:00:00Z", True, 1e20, -1e20])
+async def test_an_auth_time_that_is_no_time_signs_in_but_confirms_no_download(
+    gql, rt, catalog, openid_provider, auth_time
+):
+    token = await openid_provider.token("ops-odd", roles=["tihuo-admin"], auth_time=auth_time)
+    me = (await gql(ME, headers=bearer(token)))["data"]["me"]
+    assert me["role"] == "ADMIN"
+    admin = SignedInUser(viewer=Viewer(int(me["id"]), me["username"], Role.ADMIN), password="", token=token)
+    batch = await create_batch(gql, admin, quantity=1)
+    assert (await _download(gql, admin, batch["id"]))["code"] == "WRONG_PASSWORD"
+
+
 async def test_a_local_admin_still_needs_the_password_not_a_blank(gql, rt, catalog, admin):
     batch = await create_batch(gql, admin, quantity=1)
     assert (await _download(gql, admin, batch["id"]))["code"] == "WRONG_PASSWORD"
