@@ -53,6 +53,14 @@ MESSAGES: dict[str, dict[str, str]] = {
     # more specific keys for some codes
     "WRONG_PASSWORD.download": {"zh-CN": "密码错误。", "en": "Wrong password."},
     "WRONG_PASSWORD.old_password": {"zh-CN": "原密码错误。", "en": "The current password is wrong."},
+    "WRONG_PASSWORD.local_login_off": {
+        "zh-CN": "此处已关闭账号密码登录，请通过门户登录。",
+        "en": "Signing in with a username and password is turned off here: sign in through the portal.",
+    },
+    "WRONG_PASSWORD.step_up": {
+        "zh-CN": "请先在门户重新登录（5 分钟内），再下载。",
+        "en": "Sign in at the portal again (within the last 5 minutes) before downloading.",
+    },
     "INVALID_STATE.card_used": {
         "zh-CN": "已使用的提货卡不能禁用或启用。",
         "en": "A used card cannot be disabled or enabled.",

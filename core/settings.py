@@ -23,6 +23,11 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # what a browser sends as Origin: scheme, host and an optional port, nothing after
 _ORIGIN = re.compile(r"https?://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?", re.IGNORECASE)
 
+# where the portal's keys come from: https, or http to this machine alone (a portal beside tihuo, tests)
+_KEY_SOURCE = re.compile(
+    r"(https://[^\s?#]+|http://(127\.0\.0\.1|\[::1\]|localhost)(:[0-9]{1,5})?(/[^\s?#]*)?)", re.IGNORECASE
+)
+
 
 class SettingsError(Exception):
     """A setting is missing or malformed; the message names the variable."""
@@ -104,6 +109,23 @@ class Settings(BaseSettings):
     # who may run only the manifest's documents: `members` (everyone but admins) or `all`
     trusted_documents_only: Literal["off", "members", "all"] = "off"
 
+    # the portal's sign-in (RULES-v2 §1); unset: off, only local accounts
+    oidc_issuer: str | None = None
+    # the `aud` the portal's tokens must carry for tihuo (needed with TIHUO_OIDC_ISSUER)
+    oidc_audience: str | None = None
+    # the issuer's key set; unset: found through {issuer}/.well-known/openid-configuration
+    oidc_jwks_url: str | None = None
+    # the claim holding the member's phone number for the SMS, refreshed at each sign-in
+    oidc_phone_claim: str = "phone_number"
+    # the claims (comma separated) kept as the member's real-name fields for the provisioning platform
+    oidc_realname_claims: str = "name,id_verified"
+    # a token whose claim TIHUO_OIDC_ROLE_CLAIM (a list or a space separated string) holds
+    # TIHUO_OIDC_ADMIN_ROLE signs in an admin
+    oidc_role_claim: str = "roles"
+    oidc_admin_role: str = "tihuo-admin"
+    # false: the `login` mutation (local accounts and passwords) is off; only portal tokens sign in
+    local_login: bool = True
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -121,6 +143,29 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")) or "?" in value or "#" in value:
             raise ValueError("must be an absolute http:// or https:// URL without query or fragment")
         return value.rstrip("/") + "/"
+
+    @field_validator("oidc_issuer", "oidc_jwks_url")
+    @classmethod
+    def _key_source(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _KEY_SOURCE.fullmatch(value):
+            raise ValueError(
+                "must be an https:// URL (http:// only on this machine: 127.0.0.1, [::1] or localhost), "
+                "without query or fragment: the keys that sign members in may not travel in clear"
+            )
+        return value
+
+    @field_validator("oidc_phone_claim", "oidc_role_claim", "oidc_admin_role")
+    @classmethod
+    def _claim_name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @property
+    def oidc_realname_claim_names(self) -> list[str]:
+        return [part.strip() for part in self.oidc_realname_claims.split(",") if part.strip()]
 
     @field_validator("cors_origins")
     @classmethod
@@ -162,6 +207,12 @@ class Settings(BaseSettings):
             )
         if self.notifier == "http" and not (self.notifier_url and self.notifier_secret):
             raise ValueError("TIHUO_NOTIFIER=http needs TIHUO_NOTIFIER_URL and TIHUO_NOTIFIER_SECRET")
+        if self.oidc_issuer and not self.oidc_audience:
+            raise ValueError(
+                "TIHUO_OIDC_ISSUER needs TIHUO_OIDC_AUDIENCE (the `aud` of the portal's tokens for tihuo)"
+            )
+        if not self.local_login and not self.oidc_issuer:
+            raise ValueError("TIHUO_LOCAL_LOGIN=false needs TIHUO_OIDC_ISSUER: else nobody could sign in")
         if self.trusted_documents_only != "off" and self.trusted_documents is None:
             raise ValueError("TIHUO_TRUSTED_DOCUMENTS_ONLY needs TIHUO_TRUSTED_DOCUMENTS (the manifest file)")
         return self

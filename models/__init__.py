@@ -1,6 +1,6 @@
 """SQLAlchemy 2 mapped classes, one module per domain; importing this package registers them all."""
 
-from models.accounts import AttemptCounter, User
+from models.accounts import AttemptCounter, ExternalIdentity, User
 from models.audit import AuditEntry
 from models.base import (
     Base,
@@ -41,6 +41,7 @@ __all__ = [
     "CardStatus",
     "Channel",
     "ChannelShare",
+    "ExternalIdentity",
     "HostingPlan",
     "IdempotencyKey",
     "Instance",

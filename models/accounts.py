@@ -1,10 +1,11 @@
-"""Accounts: users (admins and members) and the counters behind failed-attempt limits."""
+"""Accounts: users (admins and members), the portal identities they sign in with, and the counters
+behind failed-attempt limits."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, String
+from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, Id, Role, str_enum, utcnow
@@ -29,6 +30,20 @@ class User(Base):
     # the claims named by TIHUO_OIDC_REALNAME_CLAIMS), refreshed at each sign-in and passed on to
     # the provisioning platform; None for local accounts and when the provider gives none
     realname_claims: Mapped[dict[str, object] | None] = mapped_column(JSON)
+
+
+class ExternalIdentity(Base):
+    """One portal identity (issuer, `sub`) and the user it signs in (RULES-v2 §1): made at its first
+    sign-in, never moved to another user, so the member's id stays the same for good."""
+
+    __tablename__ = "external_identities"
+    __table_args__ = (UniqueConstraint("issuer", "subject", name="uq_external_identities_issuer_subject"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    issuer: Mapped[str] = mapped_column(String(255))
+    subject: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id", ondelete="RESTRICT"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AttemptCounter(Base):

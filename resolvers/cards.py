@@ -8,6 +8,7 @@ import strawberry
 from strawberry.types import Info
 
 from schema.cards import (
+    DOWNLOAD_PASSWORD,
     CardBatchConnection,
     CardBatchDownloadType,
     CardBatchFilter,
@@ -89,7 +90,7 @@ async def set_card_remark(
 async def create_card_batch_download(
     info: Info,
     batch_id: Annotated[strawberry.ID, strawberry.argument(description="The batch.")],
-    password: Annotated[str, strawberry.argument(description="The signed-in admin's own password.")],
+    password: Annotated[str, strawberry.argument(description=DOWNLOAD_PASSWORD)],
 ) -> CardBatchDownloadType:
     ctx = info.context
     link = await downloads.create_download(ctx.rt, ctx.caller, str(batch_id), password)

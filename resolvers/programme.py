@@ -10,7 +10,7 @@ import strawberry
 from strawberry.types import Info
 
 from schema.audit import AuditEntryConnection, AuditFilter, audit_connection
-from schema.cards import CardBatchDownloadType, CardBatchType
+from schema.cards import DOWNLOAD_PASSWORD, CardBatchDownloadType, CardBatchType
 from schema.channels import ChannelType
 from schema.common import CardStatusEnum
 from schema.figures import CardProgrammeStatsType
@@ -117,7 +117,7 @@ async def extend_card_batch(
 async def create_card_range_download(
     info: Info,
     range: Range,
-    password: Annotated[str, strawberry.argument(description="The signed-in admin's own password.")],
+    password: Annotated[str, strawberry.argument(description=DOWNLOAD_PASSWORD)],
     format: Annotated[
         CardExportFormatEnum | None, strawberry.argument(description="TXT, CSV or PDF; TXT when null.")
     ] = CardExportFormatEnum.TXT,

@@ -29,6 +29,11 @@ from services.paging import Page
 
 # Orders stand above cards (an order is paid by a card): the link back is lazy, never an import
 _ORDER_TYPE = later("schema.orders", "OrderType")
+# the password argument of the download mutations (RULES §6, RULES-v2 §1's step-up)
+DOWNLOAD_PASSWORD = (
+    "The signed-in admin's own password. An admin signed in through the portal with no local password "
+    'passes "" instead, and must have signed in there within the last 5 minutes.'
+)
 
 
 @strawberry.type(

@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.security import TokenClaims, issue_token, read_token, verify_password
+from core.security import TOKEN_PREFIX, TokenClaims, issue_token, read_token, verify_password
 from models import Role, User
-from services import audit, ratelimit
+from services import audit, portal, ratelimit
 from services.errors import FieldProblem, InvalidInput, NotFound, Unauthenticated, WrongPassword
 from services.runtime import Caller, Runtime, Viewer
 
@@ -73,6 +73,10 @@ async def create_user(
 
 
 async def login(rt: Runtime, caller: Caller, *, username: str, password: str) -> SignedIn:
+    """`login` with a local account; with TIHUO_LOCAL_LOGIN=false every attempt is refused the same
+    way, before any look-up (members sign in through the portal then)."""
+    if not rt.settings.local_login:
+        raise WrongPassword(key="WRONG_PASSWORD.local_login_off")
     keys = ratelimit.subjects(user=username.lower(), ip=caller.client_address)
     async with rt.db.read() as session:
         await ratelimit.ensure_allowed(session, rt, ratelimit.LOGIN, keys)
@@ -103,11 +107,17 @@ def _signed_in(rt: Runtime, user: User) -> SignedIn:
 
 async def viewer_for_token(rt: Runtime, token: str) -> Viewer | None:
     """The user a bearer token signs in, or None if it is forged, expired or revoked (its user
-    deleted or disabled, or its password changed since).
+    deleted or disabled, or its password changed since, or local accounts turned off). A token that
+    is not one of ours is tried as the portal's (services.portal), when portal sign-in is on.
 
     A good answer is remembered for `token_cache_seconds` (default 5), which spares every signed-in
     request a database read. A change made through this process forgets the user's entries at
     once; one made by another process (the command line) is seen at most that much later."""
+    if not token.startswith(TOKEN_PREFIX + "."):
+        return await portal.viewer_for_portal_token(rt, token)
+    if not rt.settings.local_login:
+        # local accounts are off: the tokens they were given before sign nobody in either
+        return None
     now = rt.now()
     claims = read_token(rt.keys.token, token, now)
     if claims is None:
@@ -130,21 +140,28 @@ async def viewer_for_token(rt: Runtime, token: str) -> Viewer | None:
 
 
 async def confirm_own_password(rt: Runtime, caller: Caller, password: str) -> None:
-    """Re-check the signed-in user's password (before a download); rate limited like login."""
+    """Re-check the signed-in user's password (before a download); rate limited like login.
+
+    An admin signed in through the portal with no local password passes "" instead: the portal's
+    sign-in must then be under 5 minutes old (its `auth_time`; RULES-v2 §1's step-up)."""
     viewer = caller.require_signed_in()
     keys = ratelimit.subjects(user=viewer.username.lower(), ip=caller.client_address)
     async with rt.db.read() as session:
         await ratelimit.ensure_allowed(session, rt, ratelimit.DOWNLOAD_PASSWORD, keys)
         password_hash = await session.scalar(select(User.password_hash).where(User.id == viewer.id))
-    ok = password_hash is not None and await asyncio.to_thread(
-        verify_password, rt.hasher, password_hash, password
-    )
+    step_up = password == "" and password_hash == "" and viewer.auth_time is not None
+    if step_up:
+        ok = portal.fresh_sign_in(rt, viewer)
+    else:
+        ok = password_hash is not None and await asyncio.to_thread(
+            verify_password, rt.hasher, password_hash, password
+        )
     async with rt.db.write() as session:
         if ok:
             await ratelimit.clear(session, rt, ratelimit.DOWNLOAD_PASSWORD, keys)
             return
         await ratelimit.record_failure(session, rt, ratelimit.DOWNLOAD_PASSWORD, keys)
-    raise WrongPassword(key="WRONG_PASSWORD.download")
+    raise WrongPassword(key="WRONG_PASSWORD.step_up" if step_up else "WRONG_PASSWORD.download")
 
 
 async def _locked_user(session: AsyncSession, username: str) -> User:

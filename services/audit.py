@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import AuditEntry, BatchStatus, CardExportFormat, CardStatus, OrderStatus
+from models import AuditEntry, BatchStatus, CardExportFormat, CardStatus, OrderStatus, Role
 from services.runtime import Caller, Runtime
 
 
@@ -349,6 +349,29 @@ class UserEnabled(AuditEvent):
 
     def new(self) -> dict[str, Any]:
         return {"disabled": False}
+
+
+@dataclass(frozen=True)
+class PortalRoleSet(AuditEvent):
+    """A portal sign-in whose role claim made a user an admin, or stopped doing so (RULES-v2 §1):
+    who holds admin rights is an admin matter even when the portal decides it. `before` is None
+    for a user made by this sign-in."""
+
+    action = "user.set_role_from_portal"
+    entity = "user"
+    user_id: int
+    before: Role | None
+    after: Role
+
+    @property
+    def entity_id(self) -> object:
+        return self.user_id
+
+    def old(self) -> dict[str, Any] | None:
+        return None if self.before is None else {"role": self.before.value}
+
+    def new(self) -> dict[str, Any]:
+        return {"role": self.after.value}
 
 
 async def record(session: AsyncSession, rt: Runtime, caller: Caller, event: AuditEvent) -> None:

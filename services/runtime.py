@@ -14,6 +14,7 @@ from cachetools import LRUCache
 
 from core.db import Database
 from core.keys import Keys
+from core.oidc import PortalTokens
 from core.security import password_hasher
 from core.settings import Settings
 from models.base import Role
@@ -54,11 +55,28 @@ class Runtime:
     jobs_ready: asyncio.Event = field(default_factory=asyncio.Event)
     # bearer token -> (viewer, good until): see services.accounts.viewer_for_token
     viewer_cache: ViewerCache = field(default_factory=lambda: ViewerCache(10_000))
+    # portal identity (issuer, sub) -> its user's id (services.portal): an identity never moves to
+    # another user, so a sign-in reads the user by its key, as a local token's check does
+    portal_identities: LRUCache[tuple[str, str], int] = field(default_factory=lambda: LRUCache(10_000))
     # striped per-member locks for card-code attempts (services.redemption)
     attempt_locks: list[asyncio.Lock] = field(default_factory=lambda: [asyncio.Lock() for _ in range(64)])
 
     def now(self) -> datetime:
         return self.clock()
+
+    @cached_property
+    def portal_tokens(self) -> PortalTokens | None:
+        """The portal's token verifier and its kept keys (services.portal); None while
+        TIHUO_OIDC_ISSUER is unset. Its refetch rule runs on this runtime's clock."""
+        config = self.settings
+        if not config.oidc_issuer or not config.oidc_audience:
+            return None
+        return PortalTokens(
+            config.oidc_issuer,
+            config.oidc_audience,
+            jwks_url=config.oidc_jwks_url,
+            monotonic=lambda: self.now().timestamp(),
+        )
 
     @cached_property
     def hasher(self) -> PasswordHasher:
@@ -79,6 +97,9 @@ class Viewer:
     id: int
     username: str
     role: Role
+    # signed in through the portal: when the portal last checked who they are (the token's
+    # `auth_time`), for a download's step-up (services.portal); None for local tokens
+    auth_time: datetime | None = None
 
 
 @dataclass(frozen=True)

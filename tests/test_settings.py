@@ -112,3 +112,58 @@ def test_an_existing_data_folder_and_key_open_to_others_are_tightened(tmp_path):
 
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     assert stat.S_IMODE((data / "secret.key").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    [
+        "http://portal.example.com",
+        "ftp://portal.example.com",
+        "https://portal.example.com/?tenant=1",
+        "portal",
+    ],
+)
+def test_the_portal_issuer_is_https_or_this_machine(monkeypatch, issuer):
+    monkeypatch.setenv("TIHUO_OIDC_ISSUER", issuer)
+    monkeypatch.setenv("TIHUO_OIDC_AUDIENCE", "urn:tihuo")
+    with pytest.raises(SettingsError, match="TIHUO_OIDC_ISSUER: Value error, must be an https:// URL"):
+        load_settings(_env_file=None)
+
+
+def test_portal_sign_in_is_off_by_default_and_its_claims_have_defaults(monkeypatch):
+    settings = load_settings(_env_file=None)
+    assert (settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url, settings.local_login) == (
+        None,
+        None,
+        None,
+        True,
+    )
+    assert (settings.oidc_phone_claim, settings.oidc_role_claim, settings.oidc_admin_role) == (
+        "phone_number",
+        "roles",
+        "tihuo-admin",
+    )
+    assert settings.oidc_realname_claim_names == ["name", "id_verified"]
+
+    monkeypatch.setenv("TIHUO_OIDC_ISSUER", "http://127.0.0.1:8080/realms/hosting")
+    monkeypatch.setenv("TIHUO_OIDC_AUDIENCE", "urn:tihuo")
+    monkeypatch.setenv("TIHUO_OIDC_JWKS_URL", "https://portal.example.com/keys")
+    monkeypatch.setenv("TIHUO_OIDC_REALNAME_CLAIMS", " name , , cert_no ")
+    monkeypatch.setenv("TIHUO_LOCAL_LOGIN", "false")
+    settings = load_settings(_env_file=None)
+    assert (settings.oidc_issuer, settings.oidc_jwks_url, settings.local_login) == (
+        "http://127.0.0.1:8080/realms/hosting",
+        "https://portal.example.com/keys",
+        False,
+    )
+    assert settings.oidc_realname_claim_names == ["name", "cert_no"]
+
+
+def test_an_issuer_needs_an_audience_and_local_login_off_needs_an_issuer(monkeypatch):
+    monkeypatch.setenv("TIHUO_OIDC_ISSUER", "https://portal.example.com")
+    with pytest.raises(SettingsError, match="TIHUO_OIDC_ISSUER needs TIHUO_OIDC_AUDIENCE"):
+        load_settings(_env_file=None)
+    monkeypatch.delenv("TIHUO_OIDC_ISSUER")
+    monkeypatch.setenv("TIHUO_LOCAL_LOGIN", "false")
+    with pytest.raises(SettingsError, match="TIHUO_LOCAL_LOGIN=false needs TIHUO_OIDC_ISSUER"):
+        load_settings(_env_file=None)

@@ -100,10 +100,19 @@ def create_app(
     persisted = PersistedDocuments(schema.documents, trusted, config.trusted_documents_only)
 
     async def healthz(_: Request) -> JSONResponse:
+        """503 when the database fails. With portal sign-in on, `portalKeys` says whether the portal's
+        signing keys could be fetched; when not, portal tokens are refused (fail closed) and the
+        status is "degraded" but still 200: local accounts work, and another process would fare no
+        better, so a load balancer gains nothing by taking this one out."""
         database = await preflight.database_health(rt.db)
         if database != "ok":
             return JSONResponse({"status": "unavailable", "database": database}, status_code=503)
-        return JSONResponse({"status": "ok", "database": "ok"})
+        body = {"status": "ok", "database": "ok"}
+        if rt.portal_tokens is not None:
+            body["portalKeys"] = await rt.portal_tokens.health()
+            if body["portalKeys"] != "ok":
+                body["status"] = "degraded"
+        return JSONResponse(body)
 
     async def download(request: Request) -> Response:
         address = request.client.host if request.client else None
@@ -163,6 +172,8 @@ def create_app(
                 stop.set()
                 # the worker closes its provisioner's and notifier's connections as it returns
                 await running
+            if rt.portal_tokens is not None:
+                await rt.portal_tokens.aclose()
             if owns_runtime:
                 await rt.db.dispose()
             gc.unfreeze()
