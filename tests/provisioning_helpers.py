@@ -29,8 +29,9 @@ from models import (
 )
 from services import cards, codes, redemption
 from services.accounts import create_user
+from services.login_passwords import Sealed
 from services.pricing import ConfigInput
-from services.provisioners import ProvisionRequest, ProvisionResult
+from services.provisioners import Accepted, Active, ProvisionRequest, Running, Task
 from services.runtime import Caller, Runtime, Viewer
 
 CARD_NAME = "测试提货卡"
@@ -157,6 +158,16 @@ async def order_state(rt: Runtime, order_id: int) -> OrderState:
     return OrderState(order, job, instances)
 
 
+async def job_password(rt: Runtime, order_id: int) -> str:
+    """The order's login password as its job keeps it, sealed (it fails once the SMS erased it)."""
+    async with rt.db.read() as session:
+        job = await session.scalar(select(ProvisioningJob).where(ProvisioningJob.order_id == order_id))
+        order = await session.get(Order, order_id)
+    assert job is not None and order is not None
+    assert job.password_cipher is not None and job.password_key_version is not None
+    return rt.password_keys.open(Sealed(job.password_cipher, job.password_key_version), order.order_no)
+
+
 async def all_instances(rt: Runtime) -> list[Instance]:
     async with rt.db.read() as session:
         return list(await session.scalars(select(Instance).order_by(Instance.id)))
@@ -186,9 +197,16 @@ class RecordingProvisioner:
         self.inner = inner
         self.requests: list[ProvisionRequest] = []
 
-    async def provision(self, request: ProvisionRequest) -> ProvisionResult:
+    async def provision(self, request: ProvisionRequest) -> Active | Accepted:
         self.requests.append(request)
         return await self.inner.provision(request)
+
+    async def check(self, request: ProvisionRequest, task: Task) -> Active | Running:
+        self.requests.append(request)
+        return await self.inner.check(request, task)
+
+    async def cancel(self, task_id: str) -> None:
+        await self.inner.cancel(task_id)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
