@@ -15,7 +15,9 @@ from sqlalchemy import select
 
 from models import (
     AuditEntry,
+    Base,
     Card,
+    CardStatus,
     HostingPlan,
     Instance,
     Line,
@@ -23,6 +25,7 @@ from models import (
     OsImage,
     ProductModel,
     ProductType,
+    ProvisioningAttempt,
     ProvisioningJob,
     Role,
     User,
@@ -166,6 +169,38 @@ async def job_password(rt: Runtime, order_id: int) -> str:
     assert job is not None and order is not None
     assert job.password_cipher is not None and job.password_key_version is not None
     return rt.password_keys.open(Sealed(job.password_cipher, job.password_key_version), order.order_no)
+
+
+async def attempts_of(rt: Runtime, order_id: int) -> list[ProvisioningAttempt]:
+    async with rt.db.read() as session:
+        return list(
+            await session.scalars(
+                select(ProvisioningAttempt)
+                .where(ProvisioningAttempt.order_id == order_id)
+                .order_by(ProvisioningAttempt.number)
+            )
+        )
+
+
+async def card_status(rt: Runtime, card_id: int) -> CardStatus:
+    async with rt.db.read() as session:
+        card = await session.get(Card, card_id)
+    assert card is not None
+    return card.status
+
+
+async def database_holds(rt: Runtime, secret: str) -> bool:
+    """Whether any value of any row of any table holds `secret` (as text, or as UTF-8 bytes)."""
+    needle = secret.encode()
+    async with rt.db.read() as session:
+        for table in Base.metadata.sorted_tables:
+            for row in await session.execute(select(table)):
+                for value in row:
+                    if isinstance(value, bytes) and needle in value:
+                        return True
+                    if value is not None and secret in str(value):
+                        return True
+    return False
 
 
 async def all_instances(rt: Runtime) -> list[Instance]:
