@@ -216,6 +216,8 @@ class FakePlatform:
     creates: dict[str, int] = field(default_factory=dict)
     tasks: dict[str, PlatformTask] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
+    # each request with the status and JSON body it was answered with
+    answered: list[tuple[Seen, int, Any]] = field(default_factory=list)
     refused: int = 0
     polls: int = 0
     most_at_once: int = 0
@@ -240,8 +242,8 @@ class FakePlatform:
             return None
         return seen
 
-    def _ended(self, task: PlatformTask) -> dict[str, Any] | None:
-        if self.now() - task.created < self.finish_after:
+    def _ended(self, task: PlatformTask, *, at_once: bool = False) -> dict[str, Any] | None:
+        if not at_once and self.now() - task.created < self.finish_after:
             return None
         if self.fail_reason is not None:
             return {"status": "failed", "reason": self.fail_reason}
@@ -256,7 +258,7 @@ class FakePlatform:
     async def create(self, request: Request) -> Response:
         seen = await self._seen(request)
         if seen is None:
-            return _json(401, {"error": "bad signature"})
+            return self._answer(seen, 401, {"error": "bad signature"})
         key = seen.headers["idempotency-key"]
         self.creates[key] = self.creates.get(key, 0) + 1
         task = self.tasks.get(f"task-{key}")
@@ -264,16 +266,19 @@ class FakePlatform:
             task = PlatformTask(f"task-{key}", seen.json["orderNo"], self.now())
             self.tasks[task.task_id] = task
         if not self.accept:
-            return _json(201, self._ended(task) or {"status": "failed", "reason": "not ready"})
-        return _json(202, {"status": "accepted", "taskId": task.task_id})
+            answer = self._ended(task, at_once=True)
+            if answer is None or answer["status"] == "failed":
+                return self._answer(seen, 422, {"error": answer and answer["reason"]})
+            return self._answer(seen, 201, answer)
+        return self._answer(seen, 202, {"status": "accepted", "taskId": task.task_id})
 
     async def poll(self, request: Request) -> Response:
         seen = await self._seen(request)
         if seen is None:
-            return _json(401, {"error": "bad signature"})
+            return self._answer(seen, 401, {"error": "bad signature"})
         task = self.tasks.get(request.path_params["task_id"])
         if task is None:
-            return _json(404, {"error": "no such task"})
+            return self._answer(seen, 404, {"error": "no such task"})
         task.polls += 1
         self.polls += 1
         task.in_flight += 1
@@ -282,33 +287,40 @@ class FakePlatform:
             # a moment inside the answer, so two workers looking at once would overlap here
             await asyncio.sleep(0.01)
             if self.poll_error_every and self.polls % self.poll_error_every == 0:
-                return _json(500, {"error": "the platform's API is having a moment"})
+                return self._answer(seen, 500, {"error": "the platform's API is having a moment"})
             if task.cancelled:
-                return _json(200, {"status": "failed", "reason": "cancelled"})
-            return _json(200, self._ended(task) or {"status": "running"})
+                return self._answer(seen, 200, {"status": "failed", "reason": "cancelled"})
+            return self._answer(seen, 200, self._ended(task) or {"status": "running"})
         finally:
             task.in_flight -= 1
 
     async def delete(self, request: Request) -> Response:
         seen = await self._seen(request)
         if seen is None:
-            return _json(401, {"error": "bad signature"})
+            return self._answer(seen, 401, {"error": "bad signature"})
         task = self.tasks.get(request.path_params["task_id"])
         if task is None:
-            return _json(404, {"error": "no such task"})
+            return self._answer(seen, 404, {"error": "no such task"})
         task.cancelled = True
+        self.answered.append((seen, 204, None))
         return Response(status_code=204)
 
     async def sms(self, request: Request) -> Response:
         seen = await self._seen(request)
-        return _json(401, {"error": "bad signature"}) if seen is None else _json(200, {"accepted": True})
+        return (
+            self._answer(seen, 401, {"error": "bad signature"})
+            if seen is None
+            else self._answer(seen, 200, {"accepted": True})
+        )
+
+    def _answer(self, seen: Seen | None, status: int, body: dict[str, Any]) -> Response:
+        """Answer `seen` (None: an unsigned call, not kept) with JSON, and keep the answer."""
+        if seen is not None:
+            self.answered.append((seen, status, body))
+        return Response(json.dumps(body), status_code=status, media_type="application/json")
 
     def calls(self, method: str, path_start: str) -> list[Seen]:
         return [seen for seen in self.seen if seen.method == method and seen.path.startswith(path_start)]
-
-
-def _json(status: int, body: dict[str, Any]) -> Response:
-    return Response(json.dumps(body), status_code=status, media_type="application/json")
 
 
 @asynccontextmanager
