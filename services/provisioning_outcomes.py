@@ -267,10 +267,15 @@ async def record_accepted(rt: Runtime, job: ClaimedJob, answer: Accepted) -> Non
 
 
 async def record_waiting(rt: Runtime, job: ClaimedJob, detail: str, *, transient: bool) -> None:
-    """The task still runs (or the look at it failed): look again after the back-off, never past the
-    deadline; at once if a callback reported its end meanwhile."""
+    """The task still runs: look again after the back-off, never past the deadline; at once if a
+    callback reported its end meanwhile. A look that got no answer (5xx, silence) says nothing
+    about the task: it is asked again after the first interval, and the back-off stays where it was,
+    so a flaky status API delays an order by seconds, not by the next doubled interval."""
     now = rt.now()
-    next_check = now + poll_delay(job.polls)
+    if transient:
+        next_check, polls = now + poll_delay(0), job.polls - 1
+    else:
+        next_check, polls = now + poll_delay(job.polls), job.polls
     if job.deadline_at is not None:
         next_check = min(next_check, job.deadline_at)
     async with rt.db.write() as session:
@@ -282,6 +287,7 @@ async def record_waiting(rt: Runtime, job: ClaimedJob, detail: str, *, transient
             detail,
             status=JobStatus.QUEUED,
             worker_id=None,
+            polls=polls,
             run_after=case((ProvisioningJob.reported.is_not(None), now), else_=next_check),
             last_error=detail[:REASON_MAX] if transient else None,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -201,8 +202,8 @@ class FakePlatform:
     """The bridge as docs/provisioning-bridge.openapi.yaml says, on loopback: refuses unsigned or
     stale calls with 401; a create answers "accepted" with one task per idempotency key (or
     "active" at once with `accept=False`); a task ends `finish_after` seconds after it was made,
-    "active" with `root_password` or "failed" with `fail_reason`; `poll_errors` of the task polls
-    (every n-th, counted over all) answer 500; DELETE cancels. It keeps what it was asked: creates
+    "active" with `root_password` or "failed" with `fail_reason`; a share `poll_error_rate` of the task
+    polls answer 500; DELETE cancels. It keeps what it was asked: creates
     per idempotency key, polls per task, and the most polls of one task answered at once."""
 
     secret: str = PROVIDER_SECRET
@@ -210,8 +211,9 @@ class FakePlatform:
     finish_after: float = 0.0
     root_password: str | None = None
     fail_reason: str | None = None
-    # 2: every second poll answers 500; 0: none
-    poll_error_every: int = 0
+    # the share of task polls answered 500 (drawn from a seeded generator: runs repeat)
+    poll_error_rate: float = 0.0
+    draws: random.Random = field(default_factory=lambda: random.Random(12))
     ip_prefix: str = "192.0.2."
     creates: dict[str, int] = field(default_factory=dict)
     tasks: dict[str, PlatformTask] = field(default_factory=dict)
@@ -286,7 +288,7 @@ class FakePlatform:
         try:
             # a moment inside the answer, so two workers looking at once would overlap here
             await asyncio.sleep(0.01)
-            if self.poll_error_every and self.polls % self.poll_error_every == 0:
+            if self.poll_error_rate and self.draws.random() < self.poll_error_rate:
                 return self._answer(seen, 500, {"error": "the platform's API is having a moment"})
             if task.cancelled:
                 return self._answer(seen, 200, {"status": "failed", "reason": "cancelled"})

@@ -113,8 +113,8 @@ async def test_what_tihuo_sends_and_the_platform_answers_follows_the_document(
     # one order accepted, polled while running, once with a 500, then active with a root password
     opened = await place_order(prt, member.id)
     await step(prt)
-    for error_every in (0, 1, 0):
-        platform.poll_error_every = error_every
+    for error_rate in (0.0, 1.0, 0.0):
+        platform.poll_error_rate = error_rate
         clock.set((await order_state(prt, opened.order_id)).job.run_after)
         await step(prt)
     # one whose task fails, one cancelled while it runs, one opened at once

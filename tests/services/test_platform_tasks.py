@@ -176,7 +176,7 @@ async def test_a_task_past_its_deadline_fails_the_order_and_polls_never_pass_the
 async def test_status_polls_answered_500_are_asked_again_and_never_make_a_second_create(
     prt, platform, member, clock
 ):
-    platform.finish_after, platform.poll_error_every = 0, 1  # every poll fails...
+    platform.finish_after, platform.poll_error_rate = 0, 1.0  # every poll fails...
     placed = await place_order(prt, member.id)
     assert await step(prt)
     clock.advance(seconds=5)
@@ -184,8 +184,10 @@ async def test_status_polls_answered_500_are_asked_again_and_never_make_a_second
     state = await order_state(prt, placed.order_id)
     assert (state.order.status, state.job.status) == (OrderStatus.PROVISIONING, JobStatus.QUEUED)
     assert state.job.last_error == 'HTTP 500: {"error": "the platform\'s API is having a moment"}'
+    # asked again after 5 s, the back-off where it was (a "running" answer would have meant 7.5 s)
+    assert (state.job.run_after, state.job.polls) == (clock() + timedelta(seconds=5), 0)
 
-    platform.poll_error_every = 0  # ...until the platform recovers
+    platform.poll_error_rate = 0.0  # ...until the platform recovers
     clock.set(state.job.run_after)
     assert await step(prt)
 
