@@ -7,6 +7,7 @@ notifier pointed at them."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import random
 from collections.abc import AsyncIterator
@@ -255,7 +256,11 @@ class FakePlatform:
         return answer
 
     def _address(self, order_no: str) -> str:
-        return f"{self.ip_prefix}{list(self.creates).index(order_no) % 250 + 1}"
+        """The n-th order's address: in `ip_prefix` for the first 250, then on in 198.18.0.0/15."""
+        index = list(self.creates).index(order_no)
+        return (
+            f"{self.ip_prefix}{index + 1}" if index < 250 else str(ipaddress.ip_address("198.18.0.0") + index)
+        )
 
     async def create(self, request: Request) -> Response:
         seen = await self._seen(request)
