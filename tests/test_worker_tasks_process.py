@@ -54,12 +54,14 @@ async def test_a_worker_killed_while_tasks_wait_leaves_them_to_the_others_each_p
 
         rescuers = [start_worker(settings, tmp_path / name, **env)[0] for name in ("second", "third")]
 
-        async def all_active() -> bool:
+        async def all_active_and_texted() -> bool:
+            # the SMS goes after the commit that makes the order ACTIVE: wait for both
             states = [await order_state(rt, p.order_id) for p in placed]
-            return all(s.order.status is OrderStatus.ACTIVE for s in states)
+            texted = len(platform.calls("POST", "/sms")) == ORDERS
+            return texted and all(s.order.status is OrderStatus.ACTIVE for s in states)
 
         try:
-            await wait_until(all_active, seconds=120)
+            await wait_until(all_active_and_texted, seconds=120)
         finally:
             for process in rescuers:
                 process.kill()
