@@ -70,8 +70,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "A card's status can only change between UNUSED and DISABLED.",
     },
     "INVALID_STATE.order_not_failed": {
-        "zh-CN": "只有开通失败的订单可以执行此操作。",
-        "en": "Only a FAILED order allows this.",
+        "zh-CN": "只有开通失败或正在等待平台的订单可以执行此操作。",
+        "en": "Only a FAILED order, or one waiting on the platform, allows this.",
+    },
+    "INVALID_STATE.platform_cancel_failed": {
+        "zh-CN": "平台未能取消正在进行的开通任务，请稍后再试。",
+        "en": "The platform did not cancel its running task; try again later.",
     },
     # what a card gives, as people call it (R1)
     "product.CLOUD_SERVER": {"zh-CN": "云服务器", "en": "Cloud server"},
@@ -183,6 +187,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Content-Type must be application/json.",
     },
     "http.not_found": {"zh-CN": "地址不存在。", "en": "Not found."},
+    "http.unsigned": {
+        "zh-CN": "签名无效或时间戳超出允许范围。",
+        "en": "The signature is wrong or the timestamp is out of its window.",
+    },
+    "http.callback_invalid": {
+        "zh-CN": "回调内容不符合开通桥接协议。",
+        "en": "The callback is not one the provisioning bridge defines.",
+    },
     "persisted.version": {
         "zh-CN": "不支持该持久化查询版本（persistedQuery.version 须为 1）。",
         "en": "Unsupported persisted query version (persistedQuery.version must be 1).",

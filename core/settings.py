@@ -5,6 +5,7 @@ A missing secret key is generated into the data folder (mode 0700; the key 0600)
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import secrets
@@ -58,6 +59,13 @@ class Settings(BaseSettings):
     # keep it below the lease, or a slow call is repeated (harmless, by the idempotency key)
     provision_timeout_seconds: float = Field(default=20, gt=0)
     worker_poll_seconds: float = Field(default=1.0, gt=0)
+    # a platform task that has not ended this long after it was accepted makes the order FAILED
+    provision_deadline_seconds: int = Field(default=6 * 3600, ge=1)
+    # >0: the simulated provisioner answers "accepted" and finishes the task this long after
+    simulated_accept_seconds: float = Field(default=0, ge=0)
+    # keys of the login passwords waiting for their SMS: `version:base64 of 32 bytes`, comma
+    # separated, the highest encrypting (unset: one derived from the server secret)
+    login_password_keys: str | None = Field(default=None, repr=False)
     worker_concurrency: int = Field(default=4, ge=1)
 
     token_ttl_seconds: int = Field(default=12 * 3600, ge=60)
@@ -185,6 +193,12 @@ class Settings(BaseSettings):
     def trusted_proxies(self) -> list[str]:
         return [part.strip() for part in self.forwarded_allow_ips.split(",") if part.strip()]
 
+    @field_validator("login_password_keys")
+    @classmethod
+    def _password_keys(cls, value: str | None) -> str | None:
+        password_key_map(value)
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -287,3 +301,21 @@ def load_settings(**overrides: object) -> Settings:
             name = "TIHUO_" + "_".join(str(part) for part in error["loc"]).upper()
             problems.append(f"{name}: {error['msg']}")
         raise SettingsError("; ".join(problems)) from None
+
+
+def password_key_map(value: str | None) -> dict[int, bytes]:
+    """TIHUO_LOGIN_PASSWORD_KEYS, `1:base64,2:base64`, as {1: key, 2: key}; ValueError unless each
+    key is 32 bytes under a whole-number version."""
+    keys: dict[int, bytes] = {}
+    for item in (value or "").split(","):
+        if not item.strip():
+            continue
+        version, _, encoded = item.strip().partition(":")
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except ValueError:
+            key = b""
+        if not version.isdigit() or len(key) != 32:
+            raise ValueError("each key is `version:base64 of 32 bytes`, comma separated")
+        keys[int(version)] = key
+    return keys

@@ -3,6 +3,7 @@
 from models.accounts import AttemptCounter, ExternalIdentity, User
 from models.audit import AuditEntry
 from models.base import (
+    AttemptOutcome,
     Base,
     BatchStatus,
     CardExportFormat,
@@ -15,7 +16,7 @@ from models.base import (
 )
 from models.cards import Card, CardBatch, CardBatchDownload
 from models.catalog import HostingPlan, Line, OsImage, ProductModel, Region, line_os_images
-from models.orders import Instance, Order, ProvisioningJob
+from models.orders import Instance, Order, ProvisioningAttempt, ProvisioningJob
 from models.programme import (
     PROGRAMME_SHARDS,
     BatchRedemptionDay,
@@ -30,6 +31,7 @@ from models.simulated import SimulatedServer
 __all__ = [
     "PROGRAMME_SHARDS",
     "AttemptCounter",
+    "AttemptOutcome",
     "AuditEntry",
     "Base",
     "BatchRedemptionDay",
@@ -55,6 +57,7 @@ __all__ = [
     "ProductModel",
     "ProductType",
     "ProgrammeRedemptionDay",
+    "ProvisioningAttempt",
     "ProvisioningJob",
     "Redemption",
     "Region",

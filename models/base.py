@@ -97,3 +97,13 @@ class JobStatus(enum.StrEnum):
     RUNNING = "RUNNING"
     DONE = "DONE"
     FAILED = "FAILED"
+
+
+class AttemptOutcome(enum.StrEnum):
+    """How one call to the platform (or one answer from it) ended (v2/provisioning.graphql)."""
+
+    DONE = "DONE"
+    ACCEPTED = "ACCEPTED"
+    REFUSED = "REFUSED"
+    TRANSIENT = "TRANSIENT"
+    LEASE_LOST = "LEASE_LOST"

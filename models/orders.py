@@ -6,10 +6,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, text
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, LargeBinary, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, Id, JobStatus, OrderStatus, ProductType, str_enum, utcnow
+from models.base import AttemptOutcome, Base, Id, JobStatus, OrderStatus, ProductType, str_enum, utcnow
 
 
 class Order(Base):
@@ -40,6 +40,8 @@ class Order(Base):
     failure_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     activated_at: Mapped[datetime | None]
+    # the platform's task while it works on the order (RULES-v2 §3), kept once it ends
+    external_task_id: Mapped[str | None] = mapped_column(String(200))
 
 
 class Instance(Base):
@@ -87,3 +89,29 @@ class ProvisioningJob(Base):
     last_error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # the order's login password, AES-GCM under the key `password_key_version` names; erased once
+    # the SMS gateway took it (services/login_passwords.py)
+    password_cipher: Mapped[bytes | None] = mapped_column(LargeBinary(128))
+    password_key_version: Mapped[int | None]
+    # waiting on a platform task: when it was accepted, how often it was asked about, when it is
+    # given up, and the end a signed callback reported (taken up by the next claim)
+    accepted_at: Mapped[datetime | None]
+    polls: Mapped[int] = mapped_column(default=0)
+    deadline_at: Mapped[datetime | None]
+    reported: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ProvisioningAttempt(Base):
+    """One call to the platform or one answer from it, for the admin (v2/provisioning.graphql)."""
+
+    __tablename__ = "provisioning_attempts"
+    __table_args__ = (UniqueConstraint("order_id", "number", name="uq_provisioning_attempts_number"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    order_id: Mapped[int] = mapped_column(Id, ForeignKey("orders.id", ondelete="RESTRICT"))
+    number: Mapped[int]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[AttemptOutcome | None] = mapped_column(str_enum(AttemptOutcome, "attempt_outcome"))
+    # the platform's answer, cut and with any password removed
+    detail: Mapped[str | None] = mapped_column(String(500))

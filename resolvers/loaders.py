@@ -9,8 +9,8 @@ from typing import Any
 
 from strawberry.dataloader import DataLoader
 
-from models import Card, CardBatch, Instance, Line, Order, OsImage, ProductType, Region
-from services import cards, catalog, channels, orders
+from models import Card, CardBatch, Instance, Line, Order, OsImage, ProductType, ProvisioningAttempt, Region
+from services import cards, catalog, channels, orders, provisioning_attempts
 from services.channels import ChannelView, Share
 from services.runtime import Caller, Runtime
 
@@ -54,6 +54,10 @@ class Loaders:
     @cached_property
     def instance_by_order(self) -> DataLoader[int, Instance | None]:
         return DataLoader(self._instances_by_order)
+
+    @cached_property
+    def attempts_by_order(self) -> DataLoader[int, list[ProvisioningAttempt]]:
+        return DataLoader(self._attempts_by_order)
 
     @cached_property
     def channel(self) -> DataLoader[int, ChannelView]:
@@ -105,6 +109,11 @@ class Loaders:
     async def _instances_by_order(self, keys: Sequence[int]) -> list[Instance | None]:
         found = await orders.instances_by_order(self.rt, list(keys))
         return [found.get(key) for key in keys]
+
+    async def _attempts_by_order(self, keys: Sequence[int]) -> list[list[ProvisioningAttempt]]:
+        # the service decides who sees them: a caller who is not an admin gets empty lists
+        found = await provisioning_attempts.attempts_by_order(self.rt, self.caller, list(keys))
+        return [found.get(key, []) for key in keys]
 
     async def _os_images(self, keys: Sequence[int]) -> list[OsImage | None]:
         found = await catalog.os_images_by_ids(self.rt.db, list(keys))

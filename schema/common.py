@@ -11,7 +11,7 @@ from typing import Any
 
 import strawberry
 
-from models import BatchStatus, CardStatus, OrderStatus, OsFamily, ProductType, Role
+from models import AttemptOutcome, BatchStatus, CardStatus, OrderStatus, OsFamily, ProductType, Role
 
 
 def described_enum(members: type[enum.Enum], *, name: str, description: str, values: dict[Any, str]) -> Any:
@@ -79,10 +79,22 @@ OrderStatusEnum = described_enum(
     description="PENDING → PROVISIONING → ACTIVE, or FAILED (then retried, or CANCELLED by an admin).",
     values={
         OrderStatus.PENDING: "Placed by the redemption; waiting for a provisioning worker.",
-        OrderStatus.PROVISIONING: "A worker is opening the product on the platform.",
+        OrderStatus.PROVISIONING: "Being opened on the platform: a worker's call, or the platform's task it accepted.",
         OrderStatus.ACTIVE: "The product is open; the member was sent the login by SMS.",
         OrderStatus.FAILED: "Opening failed (refused, or retries spent); an admin may retry or cancel it.",
         OrderStatus.CANCELLED: "Cancelled by an admin after a failure; its card is UNUSED again.",
+    },
+)
+ProvisioningAttemptOutcomeEnum = described_enum(
+    AttemptOutcome,
+    name="ProvisioningAttemptOutcome",
+    description="How one call to the provisioning platform, or one answer from it, ended.",
+    values={
+        AttemptOutcome.DONE: "The platform reported the product open.",
+        AttemptOutcome.ACCEPTED: "The platform took the request and is working on it (externalTaskId set).",
+        AttemptOutcome.REFUSED: "A definite no (4xx, or the task ended in failure).",
+        AttemptOutcome.TRANSIENT: "Timeout, connection error, 5xx: retried.",
+        AttemptOutcome.LEASE_LOST: "The worker died or lost its lease; another took over.",
     },
 )
 

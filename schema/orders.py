@@ -9,12 +9,13 @@ from typing import Annotated
 import strawberry
 from strawberry.types import Info
 
-from models import Instance, Order
+from models import Instance, Order, ProvisioningAttempt
 from schema.cards import CardType
 from schema.catalog import OsImageType, ProductConfigType
-from schema.common import OrderStatusEnum, ProductTypeEnum
+from schema.common import OrderStatusEnum, ProductTypeEnum, ProvisioningAttemptOutcomeEnum
 from schema.errors import InvalidStateErrorType, NotFoundErrorType
 from schema.pagination import PageInfo, build_connection
+from schema.permissions import admin_field, admin_list_field
 from services import orders as order_service
 from services.paging import Page
 
@@ -67,6 +68,32 @@ class InstanceType:
         return await _os_image(info, self.os_image_id)
 
 
+@strawberry.type(
+    name="ProvisioningAttempt",
+    description="One call to the provisioning platform, or one answer from it (RULES-v2 §3).",
+)
+class ProvisioningAttemptType:
+    number: int = strawberry.field(description="1, 2, … in the order they began.")
+    started_at: datetime = strawberry.field(description="When the call began (or the answer came).")
+    finished_at: datetime | None = strawberry.field(description="When its answer was recorded.")
+    outcome: ProvisioningAttemptOutcomeEnum | None = strawberry.field(
+        description="How it ended; null while it runs."
+    )
+    detail: str | None = strawberry.field(
+        description="The platform's answer, cut and with any password removed."
+    )
+
+    @classmethod
+    def of(cls, row: ProvisioningAttempt) -> ProvisioningAttemptType:
+        return cls(
+            number=row.number,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            outcome=row.outcome,
+            detail=row.detail,
+        )
+
+
 @strawberry.type(name="Order", description="The order a redemption made; paid by the card.")
 class OrderType:
     id: strawberry.ID = strawberry.field(description="The order's id.")
@@ -79,6 +106,9 @@ class OrderType:
     failure_reason: str | None = strawberry.field(description="Why provisioning failed (FAILED orders).")
     created_at: datetime = strawberry.field(description="When the card was redeemed.")
     activated_at: datetime | None = strawberry.field(description="When the product was opened.")
+    external_task_id: str | None = admin_field(
+        description="The platform's task id while it works on the order (and after)."
+    )
     row: strawberry.Private[Order]
 
     @classmethod
@@ -94,6 +124,7 @@ class OrderType:
             failure_reason=row.failure_reason,
             created_at=row.created_at,
             activated_at=row.activated_at,
+            external_task_id=row.external_task_id,
             row=row,
         )
 
@@ -104,6 +135,11 @@ class OrderType:
     @strawberry.field(description="The card that paid for it.")
     async def card(self, info: Info) -> CardType:
         return CardType.of(await info.context.loaders.card.load(self.row.card_id))
+
+    @admin_list_field(description="Every call to the platform and every answer, in order.")
+    async def provisioning_attempts(self, info: Info) -> list[ProvisioningAttemptType]:
+        rows = await info.context.loaders.attempts_by_order.load(self.row.id)
+        return [ProvisioningAttemptType.of(row) for row in rows]
 
     @strawberry.field(description="The instance, once the product is open.")
     async def instance(self, info: Info) -> InstanceType | None:

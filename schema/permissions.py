@@ -48,3 +48,14 @@ def guarded(
 def admin_field(*, description: str, **kwargs: Any) -> Any:
     """A field only admins may read (a member asking for it gets FORBIDDEN on it)."""
     return guarded(Audience.ADMIN, description=description, **kwargs)
+
+
+def admin_list_field(*, description: str, **kwargs: Any) -> Any:
+    """A list only admins see filled; anyone else who may read its object gets it empty, not an
+    error (an order's provisioning attempts, read by the member whose order it is). No check is
+    attached: the service behind the field's loader decides (services.access.allows)."""
+    return strawberry.field(
+        description=f"{description} Admin; empty for anyone else.",
+        metadata={AUDIENCE: Audience.ADMIN, CATALOG: False},
+        **kwargs,
+    )

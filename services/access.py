@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 
 from models.base import Role
+from services.errors import AccessDenied
 from services.runtime import Caller, Viewer
 
 
@@ -34,6 +35,16 @@ def require(caller: Caller, audience: Audience) -> Viewer | None:
     if audience is Audience.MEMBER:
         return caller.require_member()
     return caller.require_admin()
+
+
+def allows(caller: Caller, audience: Audience) -> bool:
+    """Whether the caller belongs to `audience`, for what is shown to some and empty for the rest
+    (e.g. an order's provisioning attempts: a member reading their order sees none)."""
+    try:
+        require(caller, audience)
+    except AccessDenied:
+        return False
+    return True
 
 
 def runs_only_trusted_documents(caller: Caller, only: str) -> bool:

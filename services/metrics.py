@@ -35,7 +35,7 @@ OPERATIONS_MAX = 200
 UNKNOWN = "unknown"
 OTHER = "other"
 OUTCOMES = ("ok", "business_error", "error")
-ATTEMPT_OUTCOMES = ("active", "failed", "retried", "released")
+ATTEMPT_OUTCOMES = ("active", "accepted", "failed", "retried", "released")
 # a scrape must answer even when the database does not
 JOB_COUNT_TIMEOUT_SECONDS = 2.0
 

@@ -15,7 +15,7 @@ from core.messages import product_name
 from core.settings import Settings
 from models import ProductType
 from services.runtime import Runtime
-from services.signed_http import SignedPoster, redact
+from services.signed_http import SignedClient, redact
 
 notify_log = logging.getLogger("tihuo.notify")
 
@@ -70,7 +70,7 @@ class HttpNotifier:
     def __init__(self, settings: Settings) -> None:
         if not (settings.notifier_url and settings.notifier_secret):
             raise ValueError("the http notifier needs TIHUO_NOTIFIER_URL and TIHUO_NOTIFIER_SECRET")
-        self.poster = SignedPoster(
+        self.http = SignedClient(
             settings.notifier_url, settings.notifier_secret, settings.provision_timeout_seconds
         )
 
@@ -79,7 +79,7 @@ class HttpNotifier:
             notify_log.warning("SMS not sent: the member has no phone", extra={"event": "notify.no_phone"})
             return
         try:
-            response = await self.poster.post({"phone": phone, "text": text})
+            response = await self.http.post({"phone": phone, "text": text})
         except httpx.HTTPError as exc:
             raise NotificationFailed(f"SMS gateway unreachable: {type(exc).__name__}") from None
         if not 200 <= response.status_code < 300:
@@ -87,7 +87,7 @@ class HttpNotifier:
             raise NotificationFailed(f"SMS gateway answered HTTP {response.status_code}")
 
     async def aclose(self) -> None:
-        await self.poster.aclose()
+        await self.http.aclose()
 
 
 def notifier_from_settings(rt: Runtime) -> Notifier:

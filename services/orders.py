@@ -1,12 +1,15 @@
-"""Orders: the admin's actions on an order that failed to open (R7: failed provisioning must be
-visible to the admin and recoverable by them), and the reads of orders."""
+"""Orders: the admin's actions on an order that failed to open or waits on the platform (R7: failed
+provisioning must be visible to the admin and recoverable by them; RULES-v2 §3), and the reads of
+orders."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.ids import parse_id
@@ -28,71 +31,107 @@ from models import (
     Redemption,
     Role,
 )
-from services import audit
+from services import audit, order_events
 from services.errors import InvalidState, NotFound
+from services.login_passwords import draw_password
 from services.paging import Page, keyset_page, page_request
+from services.provisioners import Refused, TransientFailure, provisioner_from_settings
 from services.redemption_store import cents, programme_shard
 from services.runtime import Caller, Runtime
+
+log = logging.getLogger("tihuo.orders")
 
 # ---- admin actions
 
 
-async def _failed_order(session: AsyncSession, order_id: str) -> Order:
-    """The order, locked, if it exists and is FAILED: NotFound / InvalidState otherwise."""
+def _recoverable() -> Any:
+    """FAILED, or waiting on a platform task (PROVISIONING with `external_task_id`, RULES-v2 §3):
+    the orders an admin may retry or cancel (RULES §5)."""
+    return or_(
+        Order.status == OrderStatus.FAILED,
+        and_(Order.status == OrderStatus.PROVISIONING, Order.external_task_id.is_not(None)),
+    )
+
+
+async def _recoverable_order(session: AsyncSession, order_id: str) -> Order:
+    """The order, locked, if it exists and may be retried or cancelled: NotFound / InvalidState otherwise."""
     parsed = parse_id(order_id)
     order = None if parsed is None else await session.get(Order, parsed, with_for_update=True)
     if order is None:
         raise NotFound()
-    if order.status is not OrderStatus.FAILED:
+    if not (
+        order.status is OrderStatus.FAILED
+        or (order.status is OrderStatus.PROVISIONING and order.external_task_id is not None)
+    ):
         raise InvalidState(key="INVALID_STATE.order_not_failed")
     return order
 
 
-async def _leave_failed(session: AsyncSession, order: Order, status: OrderStatus, **values: Any) -> None:
-    # conditional, so of two admins acting on one order at once only one changes it
+async def _leave(session: AsyncSession, order: Order, status: OrderStatus, **values: Any) -> None:
+    # conditional on what was read, so of two admins (or an admin and a worker) acting on one order
+    # at once only one changes it
     changed = await session.execute(
         update(Order)
-        .where(Order.id == order.id, Order.status == OrderStatus.FAILED)
+        .where(
+            Order.id == order.id,
+            Order.status == order.status,
+            _recoverable(),
+            Order.external_task_id.is_(None)
+            if order.external_task_id is None
+            else Order.external_task_id == order.external_task_id,
+        )
         .values(status=status, **values)
         .execution_options(synchronize_session=False)
     )
     if changed.rowcount != 1:
         raise InvalidState(key="INVALID_STATE.order_not_failed")
+    await order_events.status_changed(session, order.id, status)
 
 
 async def retry_provisioning(rt: Runtime, caller: Caller, order_id: str) -> Order:
     """`retryProvisioning`: a FAILED order goes back to PENDING and its job to the queue with fresh
-    attempts; the worker is woken after the commit."""
+    attempts (a task it had is forgotten: the create is asked again, under the same idempotency
+    key); an order waiting on a platform task has the task looked at now, with a fresh deadline.
+    The worker is woken after the commit."""
     caller.require_admin()
     now = rt.now()
     async with rt.db.write() as session:
-        order = await _failed_order(session, order_id)
+        order = await _recoverable_order(session, order_id)
         retried = audit.ProvisioningRetried(order.id, order.status, order.failure_reason)
-        await _leave_failed(session, order, OrderStatus.PENDING, failure_reason=None)
+        job_values: dict[str, Any] = {
+            "status": JobStatus.QUEUED,
+            "run_after": now,
+            "lease_until": None,
+            "worker_id": None,
+            "last_error": None,
+            "updated_at": now,
+            "polls": 0,
+        }
+        if order.status is OrderStatus.FAILED:
+            await _leave(session, order, OrderStatus.PENDING, failure_reason=None, external_task_id=None)
+            job_values |= {"attempts": 0, "accepted_at": None, "deadline_at": None, "reported": None}
+        else:
+            job_values["deadline_at"] = now + timedelta(seconds=rt.settings.provision_deadline_seconds)
         requeued = await session.execute(
             update(ProvisioningJob)
             .where(ProvisioningJob.order_id == order.id)
-            .values(
-                status=JobStatus.QUEUED,
-                attempts=0,
-                run_after=now,
-                lease_until=None,
-                worker_id=None,
-                last_error=None,
-                updated_at=now,
-            )
+            .values(**job_values)
             .execution_options(synchronize_session=False)
         )
         if requeued.rowcount == 0:
             # every order is created with its job; should one be missing, the retry makes it
+            sealed = rt.password_keys.seal(draw_password(), order.order_no)
             await session.execute(
                 insert(ProvisioningJob).values(
                     order_id=order.id,
                     status=JobStatus.QUEUED,
                     attempts=0,
+                    polls=0,
                     run_after=now,
                     created_at=now,
                     updated_at=now,
+                    password_cipher=sealed.cipher,
+                    password_key_version=sealed.key_version,
                 )
             )
         await audit.record(session, rt, caller, retried)
@@ -101,14 +140,56 @@ async def retry_provisioning(rt: Runtime, caller: Caller, order_id: str) -> Orde
     return order
 
 
+async def _cancel_platform_task(rt: Runtime, task_id: str) -> None:
+    """DELETE the platform's running task before anything is given back: a card must not return
+    while the platform may still open its product."""
+    provisioner = provisioner_from_settings(rt)
+    try:
+        await provisioner.cancel(task_id)
+    except (TransientFailure, Refused) as exc:
+        log.warning(
+            "platform task %s not cancelled: %s", task_id, exc, extra={"event": "provisioning.cancel_failed"}
+        )
+        raise InvalidState(key="INVALID_STATE.platform_cancel_failed") from None
+    finally:
+        await provisioner.aclose()
+
+
 async def cancel_order(rt: Runtime, caller: Caller, order_id: str) -> Order:
-    """`cancelOrder`: a FAILED order is CANCELLED and everything its redemption took is given back,
-    in one transaction: the card is UNUSED again, the batch's used count and a bare-metal model's
-    stock go back, and the redemption is marked cancelled (so the card can be redeemed anew)."""
+    """`cancelOrder`: a FAILED order, or one waiting on a platform task (which the platform is asked
+    to cancel first), is CANCELLED and everything its redemption took is given back, in one
+    transaction: the card is UNUSED again, the batch's used count and a bare-metal model's stock go
+    back, and the redemption is marked cancelled (so the card can be redeemed anew)."""
     caller.require_admin()
+    async with rt.db.read() as session:
+        parsed = parse_id(order_id)
+        seen = None if parsed is None else await session.get(Order, parsed)
+    if seen is not None and seen.status is OrderStatus.PROVISIONING and seen.external_task_id is not None:
+        await _cancel_platform_task(rt, seen.external_task_id)
+    now = rt.now()
     async with rt.db.write() as session:
-        order = await _failed_order(session, order_id)
-        await _leave_failed(session, order, OrderStatus.CANCELLED)
+        order = await _recoverable_order(session, order_id)
+        if order.status is OrderStatus.PROVISIONING and (
+            seen is None or seen.external_task_id != order.external_task_id
+        ):
+            # the task changed since the platform was asked to drop it: ask again
+            raise InvalidState(key="INVALID_STATE.order_not_failed")
+        await _leave(session, order, OrderStatus.CANCELLED)
+        # the job ends with the order: a worker holding it records nothing, its password goes
+        await session.execute(
+            update(ProvisioningJob)
+            .where(ProvisioningJob.order_id == order.id)
+            .values(
+                status=JobStatus.FAILED,
+                lease_until=None,
+                worker_id=None,
+                password_cipher=None,
+                password_key_version=None,
+                reported=None,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
         card_back = (
             await session.execute(
                 update(Card)

@@ -1,8 +1,11 @@
-"""The provisioners that open a product for an order (RULES §5): what one is given and gives back, the
-simulated one (addresses from the line's pool, recorded in the database) and the http one (a signed
-POST to the provider), and the choice between them from the settings.
+"""The provisioners that open a product for an order (RULES §5, RULES-v2 §3): what one is given and
+gives back, the simulated one (addresses from the line's pool, recorded in the database; answering
+"accepted" and finishing later when told to) and the http one (signed calls to the platform's
+bridge, docs/provisioning-bridge.openapi.yaml), and the choice between them from the settings.
 
-A request's order number is the provider's idempotency key: the same order asked twice is one product.
+A create may end at once (`Active`) or be accepted (`Accepted`, a task id): the worker then asks
+about the task later (`check`) or the platform calls back; `cancel` asks the platform to drop it.
+A request's order number is the platform's idempotency key: the same order asked twice is one product.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 from sqlalchemy import func, insert, select
@@ -19,9 +24,10 @@ from sqlalchemy.exc import IntegrityError
 from core.settings import Settings
 from models import ProductType, SimulatedServer
 from services.runtime import Runtime
-from services.signed_http import SignedPoster, redact
+from services.signed_http import SignedClient, redact
 
 EXCERPT_MAX = 200
+TASK_ID_MAX = 200  # orders.external_task_id is VARCHAR(200)
 # how often the simulated provisioner tries the next address after losing a race for one
 SIMULATED_ADDRESS_TRIES = 20
 # how many addresses the simulated provisioner looks at in one statement
@@ -43,9 +49,14 @@ class ProvisionRequest:
     ip_pool: str
     config: dict[str, Any]
     os_image_code: str | None
-    # the same for every attempt at one order, never stored; kept out of repr so a logged request cannot leak it
+    # the same for every attempt at one order, stored only encrypted; out of repr so a logged
+    # request cannot leak it (nor the member's phone and real name)
     login_password: str = field(repr=False)
     member_id: int
+    member_phone: str | None = field(default=None, repr=False)
+    realname: dict[str, Any] | None = field(default=None, repr=False)
+    product_model_code: str | None = None
+    plan_code: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -57,19 +68,51 @@ class ProvisionRequest:
             "ipPool": self.ip_pool,
             "config": self.config,
             "osImageCode": self.os_image_code,
+            "productModelCode": self.product_model_code,
+            "planCode": self.plan_code,
             "loginPassword": self.login_password,
-            "memberId": self.member_id,
+            "memberId": str(self.member_id),
+            "memberPhone": self.member_phone,
+            "realname": self.realname,
         }
 
 
 @dataclass(frozen=True)
-class ProvisionResult:
+class Active:
+    """The product is open. `root_password`: the platform's own login password, if it gave one."""
+
     ip_address: str | None
     provider_ref: str | None
+    root_password: str | None = field(default=None, repr=False)
+    # the answer as an attempt row keeps it (cut, password-free): not part of what it means
+    detail: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The platform took the request; `task_id` names its work until it ends."""
+
+    task_id: str
+    detail: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class Running:
+    """The task has not ended yet."""
+
+    detail: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A platform task being waited for: its id and when the platform accepted it."""
+
+    task_id: str
+    accepted_at: datetime
 
 
 class Refused(Exception):
-    """The provider definitely will not open this order: the order FAILS at once."""
+    """The platform definitely will not open this order (4xx, or the task failed): it FAILS at once."""
 
 
 class TransientFailure(Exception):
@@ -77,7 +120,15 @@ class TransientFailure(Exception):
 
 
 class Provisioner(Protocol):
-    async def provision(self, request: ProvisionRequest) -> ProvisionResult: ...
+    async def provision(self, request: ProvisionRequest) -> Active | Accepted: ...
+
+    async def check(self, request: ProvisionRequest, task: Task) -> Active | Running:
+        """Where an accepted task stands; Refused when it failed, TransientFailure when unknown."""
+        ...
+
+    async def cancel(self, task_id: str) -> None:
+        """Ask the platform to drop a task that still runs; TransientFailure when it did not answer."""
+        ...
 
     async def aclose(self) -> None:
         """Let go of what the provisioner holds (connections); the worker calls it as it stops."""
@@ -89,12 +140,14 @@ class Provisioner(Protocol):
 
 class SimulatedProvisioner:
     """Opens nothing: hands out the next free address of the line's `ip_pool`, after the configured
-    delay, or fails as configured. Its record lives in the database, so every worker shares it."""
+    delay, or fails as configured. Its record lives in the database, so every worker shares it.
+    With TIHUO_SIMULATED_ACCEPT_SECONDS it answers "accepted" and its task ends that long after
+    (known from the time it was accepted, so any worker can tell)."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
-    async def provision(self, request: ProvisionRequest) -> ProvisionResult:
+    async def provision(self, request: ProvisionRequest) -> Active | Accepted:
         settings = self.rt.settings
         if settings.simulated_delay_ms:
             await asyncio.sleep(settings.simulated_delay_ms / 1000)
@@ -102,13 +155,29 @@ class SimulatedProvisioner:
             raise Refused("simulated refusal")
         if settings.simulated_failure == "transient":
             raise TransientFailure("simulated transient failure")
+        if settings.simulated_accept_seconds:
+            return Accepted(f"sim-{request.order_no}", detail="simulated: accepted")
+        return await self._open(request)
+
+    async def check(self, request: ProvisionRequest, task: Task) -> Active | Running:
+        waited = (self.rt.now() - task.accepted_at).total_seconds()
+        if waited < self.rt.settings.simulated_accept_seconds:
+            return Running(detail=f"simulated: running ({waited:.0f} s)")
+        return await self._open(request)
+
+    async def cancel(self, task_id: str) -> None:
+        """Its tasks hold nothing until they end."""
+
+    async def _open(self, request: ProvisionRequest) -> Active:
         for _ in range(SIMULATED_ADDRESS_TRIES):
             try:
                 address = await self._take_address(request)
             except IntegrityError:
                 # another worker took this address (or opened this very order) meanwhile: look again
                 continue
-            return ProvisionResult(ip_address=address, provider_ref=f"sim-{request.order_no}")
+            return Active(
+                ip_address=address, provider_ref=f"sim-{request.order_no}", detail="simulated: active"
+            )
         raise TransientFailure(
             f"no address won on line {request.line_code} after {SIMULATED_ADDRESS_TRIES} tries"
         )
@@ -175,59 +244,109 @@ def _host_range(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple
 
 
 class HttpProvisioner:
-    """POSTs the request as JSON to TIHUO_PROVISIONER_URL, signed with HMAC-SHA256 of the body and
-    carrying the order number as `Idempotency-Key`, over one kept client. 2xx = opened, 4xx = refused,
+    """The platform's bridge (docs/provisioning-bridge.openapi.yaml) over one kept, signed client:
+    POST TIHUO_PROVISIONER_URL to create (the order number also as `Idempotency-Key`), GET and
+    DELETE `{url}/tasks/{taskId}` for an accepted task. 2xx answers as the bridge says, 4xx = refused,
     anything else or no answer in time = transient."""
 
     def __init__(self, settings: Settings) -> None:
         if not (settings.provisioner_url and settings.provisioner_secret):
             raise ValueError("the http provisioner needs TIHUO_PROVISIONER_URL and TIHUO_PROVISIONER_SECRET")
         self.timeout = settings.provision_timeout_seconds
-        self.poster = SignedPoster(settings.provisioner_url, settings.provisioner_secret, self.timeout)
+        self.url = settings.provisioner_url
+        self.http = SignedClient(settings.provisioner_url, settings.provisioner_secret, self.timeout)
 
-    async def provision(self, request: ProvisionRequest) -> ProvisionResult:
+    def task_url(self, task_id: str) -> str:
+        return f"{self.url.rstrip('/')}/tasks/{quote(task_id, safe='')}"
+
+    async def provision(self, request: ProvisionRequest) -> Active | Accepted:
+        response = await self._call(self.http.post(request.as_json(), {"Idempotency-Key": request.order_no}))
+        answer = _answer(response, request.login_password)
+        if answer is None:
+            _refused_or_transient(response, request.login_password)
+        if isinstance(answer, Running):
+            # "running" is an answer to a poll, not to a create: asking again (same key) is safe
+            raise TransientFailure(f"unexpected answer to a create: {answer.detail}")
+        return answer  # type: ignore[return-value]
+
+    async def check(self, request: ProvisionRequest, task: Task) -> Active | Running:
+        response = await self._call(self.http.call("GET", self.task_url(task.task_id)))
+        answer = _answer(response, request.login_password)
+        if answer is None:
+            _refused_or_transient(response, request.login_password)
+        if isinstance(answer, Accepted):
+            raise TransientFailure(f"unexpected answer to a task poll: {answer.detail}")
+        return answer  # type: ignore[return-value]
+
+    async def cancel(self, task_id: str) -> None:
+        response = await self._call(self.http.call("DELETE", self.task_url(task_id)))
+        # 404: the platform has no such task (any more): nothing runs to be stopped
+        if 200 <= response.status_code < 300 or response.status_code == 404:
+            return
+        _refused_or_transient(response, None)
+
+    async def _call(self, call: Any) -> httpx.Response:
         try:
-            response = await self.poster.post(request.as_json(), {"Idempotency-Key": request.order_no})
+            return await call
         except httpx.TimeoutException as exc:
             raise TransientFailure(f"no answer within {self.timeout:g} s ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
             raise TransientFailure(f"connection error: {type(exc).__name__}: {exc}") from None
-        status = response.status_code
-        reason = f"HTTP {status}: {_excerpt(response, request.login_password)}"
-        if 200 <= status < 300:
-            result = _read_result(response)
-            if result is None:
-                # the provider says done but we cannot read it: asking again (same key) is safe
-                raise TransientFailure(f"unreadable answer: {reason}")
-            return result
-        if 400 <= status < 500:
-            raise Refused(reason)
-        raise TransientFailure(reason)
 
     async def aclose(self) -> None:
-        await self.poster.aclose()
+        await self.http.aclose()
 
 
-def _excerpt(response: httpx.Response, secret: str | None) -> str:
+def _excerpt(response: httpx.Response, *secrets: str | None) -> str:
     # a provider may echo the request back; the password must not reach a log or the order row
     # (redacted before it is cut, so no part of the password survives at the cut)
-    return redact(" ".join(response.text.split()), secret)[:EXCERPT_MAX]
+    return redact(" ".join(response.text.split()), *secrets)[:EXCERPT_MAX]
 
 
-def _read_result(response: httpx.Response) -> ProvisionResult | None:
-    """`{"ipAddress": "198.51.100.2" | null, "ref": "…" | null}`, or None if it is not that."""
+def _refused_or_transient(response: httpx.Response, password: str | None) -> None:
+    """Raise what a non-answer means: Refused for a 4xx, TransientFailure for anything else."""
+    status = response.status_code
+    reason = f"HTTP {status}: {_excerpt(response, password)}"
+    if 400 <= status < 500:
+        raise Refused(reason)
+    raise TransientFailure(f"unreadable answer: {reason}" if 200 <= status < 300 else reason)
+
+
+def _answer(response: httpx.Response, password: str) -> Active | Accepted | Running | None:
+    """A 2xx answer of the bridge; Refused for `failed`; None when it is not a 2xx or not readable.
+    `{"status": "active", "ipAddress", "ref"?, "rootPassword"?}` (no status: active, as before),
+    `{"status": "accepted", "taskId"}`, `{"status": "running"}`, `{"status": "failed", "reason"}`."""
+    if not 200 <= response.status_code < 300:
+        return None
     try:
         answer = response.json()
     except ValueError:
         return None
     if not isinstance(answer, dict):
         return None
+    root = answer.get("rootPassword")
+    if not (root is None or (isinstance(root, str) and root)):
+        return None
+    detail = f"HTTP {response.status_code}: {_excerpt(response, password, root)}"
+    status = answer.get("status", "active")
+    if status == "accepted":
+        task_id = answer.get("taskId")
+        if not isinstance(task_id, str | int) or not 0 < len(str(task_id)) <= TASK_ID_MAX:
+            return None
+        return Accepted(str(task_id), detail)
+    if status == "running":
+        return Running(detail)
+    if status == "failed":
+        reason = answer.get("reason")
+        raise Refused(redact(str(reason), password, root)[:EXCERPT_MAX] if reason else detail)
+    if status != "active":
+        return None
     ip_address, ref = answer.get("ipAddress"), answer.get("ref")
     if not (ip_address is None or isinstance(ip_address, str)) or not (
         ref is None or isinstance(ref, str | int)
     ):
         return None
-    return ProvisionResult(ip_address=ip_address, provider_ref=None if ref is None else str(ref))
+    return Active(ip_address, None if ref is None else str(ref), root, detail)
 
 
 def provisioner_from_settings(rt: Runtime) -> Provisioner:

@@ -28,6 +28,7 @@ from services.errors import (
     OutOfStock,
     RateLimited,
 )
+from services.login_passwords import draw_password
 from services.redemption_store import Redeemed
 from services.runtime import Caller, Runtime, Viewer
 
@@ -212,6 +213,7 @@ async def _redeem_once(
     key: str | None,
     request_hash: bytes,
 ) -> Redeemed:
+    order_no = _new_order_no(rt)
     write = store.Write(
         now=rt.now(),
         today=rt.today(),
@@ -221,7 +223,9 @@ async def _redeem_once(
         image=image,
         key=key,
         request_hash=request_hash,
-        order_no=_new_order_no(rt),
+        order_no=order_no,
+        # the login password, drawn now and kept only sealed until its SMS went (RULES-v2 §3)
+        password=rt.password_keys.seal(draw_password(), order_no),
     )
     return await rt.db.run_write(write.run)
 

@@ -68,6 +68,7 @@ from models import (
 )
 from services import ratelimit
 from services.errors import CardUnavailable, ErrorCode, IdempotencyConflict, OutOfStock
+from services.login_passwords import Sealed
 from services.validity import already_valid, still_valid
 
 CARDS = Card.__table__
@@ -315,10 +316,23 @@ _redemption_columns = [
     "card_last4",
     "redeemed_at",
 ]
-_job_columns = ["order_id", "status", "attempts", "run_after", "created_at", "updated_at"]
+_job_columns = [
+    "order_id",
+    "status",
+    "attempts",
+    "run_after",
+    "created_at",
+    "updated_at",
+    "password_cipher",
+    "password_key_version",
+    "polls",
+]
 _key_columns = ["member_id", "key", "request_hash", "order_id", "created_at"]
 _PENDING = literal(OrderStatus.PENDING.value, ORDERS.c.status.type)
 _QUEUED = literal(JobStatus.QUEUED.value, JOBS.c.status.type)
+# the job's login password, drawn and sealed before the write (services.login_passwords)
+_cipher = _param("password_cipher", JOBS.c.password_cipher)
+_key_version = _param("password_key_version", JOBS.c.password_key_version)
 
 CLAIMED = Shape(Card, "c")
 CLAIM = (
@@ -394,7 +408,10 @@ def _in_one_statement() -> Sql:
         ).select_from(both),
     )
     queued = insert(JOBS).from_select(
-        _job_columns, select(placed.c.id, _QUEUED, literal(0), _now, _now, _now).select_from(placed)
+        _job_columns,
+        select(
+            placed.c.id, _QUEUED, literal(0), _now, _now, _now, _cipher, _key_version, literal(0)
+        ).select_from(placed),
     )
     key = _param("key", KEYS.c.key)
     kept = insert(KEYS).from_select(
@@ -478,9 +495,12 @@ INSERT_JOB = Sql(
         order_id=bindparam("order_id"),
         status=_QUEUED,
         attempts=0,
+        polls=0,
         run_after=_now,
         created_at=_now,
         updated_at=_now,
+        password_cipher=_cipher,
+        password_key_version=_key_version,
     )
 )
 RESERVE_KEY = Sql(
@@ -577,6 +597,7 @@ class Write:
     key: str | None
     request_hash: bytes
     order_no: str
+    password: Sealed
 
     def order(self) -> Order:
         batch = self.batch
@@ -616,6 +637,8 @@ class Write:
             "per_member_limit": self.batch.per_member_limit,
             "shard": programme_shard(self.card_id),
             "price_cents": cents(self.batch.reference_price),
+            "password_cipher": self.password.cipher,
+            "password_key_version": self.password.key_version,
         }
 
     def run(self, codec: Codec) -> Plan[Redeemed]:
@@ -679,7 +702,15 @@ class Write:
             INSERT_REDEMPTION,
             {**given, "order_id": order.id, "card_last4": claimed[0]["c_last4"], "redeemed_at": self.now},
         )
-        yield INSERT_JOB, {"order_id": order.id, "now": self.now}
+        yield (
+            INSERT_JOB,
+            {
+                "order_id": order.id,
+                "now": self.now,
+                "password_cipher": self.password.cipher,
+                "password_key_version": self.password.key_version,
+            },
+        )
         if self.key is not None:
             yield KEY_ORDER, {**given, "order_id": order.id}
         if self.batch.product_model_id is not None:

@@ -19,6 +19,7 @@ from core.security import password_hasher
 from core.settings import Settings
 from models.base import Role
 from services.errors import Forbidden, Unauthenticated
+from services.login_passwords import PasswordKeys
 
 
 def _utcnow() -> datetime:
@@ -81,6 +82,11 @@ class Runtime:
     @cached_property
     def hasher(self) -> PasswordHasher:
         return password_hasher(self.settings.password_time_cost, self.settings.password_memory_kib)
+
+    @cached_property
+    def password_keys(self) -> PasswordKeys:
+        """The keys of the login passwords waiting for their SMS (services.login_passwords)."""
+        return PasswordKeys.from_settings(self.settings)
 
     @cached_property
     def dummy_password_hash(self) -> str:

@@ -15,7 +15,9 @@ from sqlalchemy import select
 
 from models import (
     AuditEntry,
+    Base,
     Card,
+    CardStatus,
     HostingPlan,
     Instance,
     Line,
@@ -23,14 +25,16 @@ from models import (
     OsImage,
     ProductModel,
     ProductType,
+    ProvisioningAttempt,
     ProvisioningJob,
     Role,
     User,
 )
 from services import cards, codes, redemption
 from services.accounts import create_user
+from services.login_passwords import Sealed
 from services.pricing import ConfigInput
-from services.provisioners import ProvisionRequest, ProvisionResult
+from services.provisioners import Accepted, Active, ProvisionRequest, Running, Task
 from services.runtime import Caller, Runtime, Viewer
 
 CARD_NAME = "测试提货卡"
@@ -157,6 +161,48 @@ async def order_state(rt: Runtime, order_id: int) -> OrderState:
     return OrderState(order, job, instances)
 
 
+async def job_password(rt: Runtime, order_id: int) -> str:
+    """The order's login password as its job keeps it, sealed (it fails once the SMS erased it)."""
+    async with rt.db.read() as session:
+        job = await session.scalar(select(ProvisioningJob).where(ProvisioningJob.order_id == order_id))
+        order = await session.get(Order, order_id)
+    assert job is not None and order is not None
+    assert job.password_cipher is not None and job.password_key_version is not None
+    return rt.password_keys.open(Sealed(job.password_cipher, job.password_key_version), order.order_no)
+
+
+async def attempts_of(rt: Runtime, order_id: int) -> list[ProvisioningAttempt]:
+    async with rt.db.read() as session:
+        return list(
+            await session.scalars(
+                select(ProvisioningAttempt)
+                .where(ProvisioningAttempt.order_id == order_id)
+                .order_by(ProvisioningAttempt.number)
+            )
+        )
+
+
+async def card_status(rt: Runtime, card_id: int) -> CardStatus:
+    async with rt.db.read() as session:
+        card = await session.get(Card, card_id)
+    assert card is not None
+    return card.status
+
+
+async def database_holds(rt: Runtime, secret: str) -> bool:
+    """Whether any value of any row of any table holds `secret` (as text, or as UTF-8 bytes)."""
+    needle = secret.encode()
+    async with rt.db.read() as session:
+        for table in Base.metadata.sorted_tables:
+            for row in await session.execute(select(table)):
+                for value in row:
+                    if isinstance(value, bytes) and needle in value:
+                        return True
+                    if value is not None and secret in str(value):
+                        return True
+    return False
+
+
 async def all_instances(rt: Runtime) -> list[Instance]:
     async with rt.db.read() as session:
         return list(await session.scalars(select(Instance).order_by(Instance.id)))
@@ -186,9 +232,16 @@ class RecordingProvisioner:
         self.inner = inner
         self.requests: list[ProvisionRequest] = []
 
-    async def provision(self, request: ProvisionRequest) -> ProvisionResult:
+    async def provision(self, request: ProvisionRequest) -> Active | Accepted:
         self.requests.append(request)
         return await self.inner.provision(request)
+
+    async def check(self, request: ProvisionRequest, task: Task) -> Active | Running:
+        self.requests.append(request)
+        return await self.inner.check(request, task)
+
+    async def cancel(self, task_id: str) -> None:
+        await self.inner.cancel(task_id)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -19,7 +19,7 @@ import pytest
 from models import Role
 from services.notifiers import LogNotifier
 from services.provisioners import SimulatedProvisioner
-from services.provisioning_jobs import claim_job, login_password, run_job
+from services.provisioning_jobs import claim_job, run_job
 from tests.conftest import SignedInUser, make_user
 from tests.factories import create_batch, download_link
 from tihuo.observability import JsonFormatter, configure_logging
@@ -169,8 +169,8 @@ async def run_everything(gql: Any, client: Any, rt: Any) -> Run:
     # and the worker opens the server and sends the SMS (through the log notifier)
     job = await claim_job(rt, "w1")
     assert job is not None and job.order_no == order["orderNo"]
+    instance_password = rt.password_keys.open(job.sealed, job.order_no)
     await run_job(rt, SimulatedProvisioner(rt), LogNotifier(), job)
-    instance_password = login_password(rt.settings.secret, job.order_no)
     metrics_page = (await client.get("/metrics")).text
     secrets = {
         *(form for code in codes for form in code_forms(code)),

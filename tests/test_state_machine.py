@@ -74,7 +74,7 @@ from services.errors import (
     OutOfStock,
 )
 from services.pricing import ConfigInput
-from services.provisioners import ProvisionRequest, ProvisionResult, Refused, TransientFailure
+from services.provisioners import Active, ProvisionRequest, Refused, TransientFailure
 from services.provisioning_jobs import claim_job, run_job
 from services.runtime import Caller, Runtime
 from tests.conftest import FIXTURES, POSTGRES_URL, Clock, make_user
@@ -142,12 +142,12 @@ class ScriptedProvisioner:
         self.outcome = outcome
         self.address = address
 
-    async def provision(self, request: ProvisionRequest) -> ProvisionResult:
+    async def provision(self, request: ProvisionRequest) -> Active:
         if self.outcome == "refused":
             raise Refused("scripted refusal")
         if self.outcome == "transient":
             raise TransientFailure("scripted transient failure")
-        return ProvisionResult(self.address, f"scripted-{request.order_no}")
+        return Active(self.address, f"scripted-{request.order_no}")
 
 
 # ---------------------------------------------------------------- the model

@@ -22,9 +22,11 @@ from core.messages import pick_locale, render
 from core.settings import Settings, load_settings
 from schema.root import build_schema
 from services import downloads, metrics, worker
+from services import provisioning_callback as provisioning_callback_service
 from services.notifiers import notifier_from_settings
 from services.provisioners import provisioner_from_settings
 from services.runtime import Runtime
+from services.signed_http import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tihuo import graphiql, preflight
 from tihuo.edge import (
     EdgeMiddleware,
@@ -136,6 +138,23 @@ def create_app(
         body, content_type = await metrics.exposition(rt, request.headers.get("accept"))
         return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
 
+    async def provisioning_callback(request: Request) -> Response:
+        """The platform's signed report of a task's end (services/provisioning_callback.py)."""
+        try:
+            result = await provisioning_callback_service.receive_callback(
+                rt,
+                await request.body(),
+                request.headers.get(TIMESTAMP_HEADER),
+                request.headers.get(SIGNATURE_HEADER),
+            )
+        except provisioning_callback_service.CallbackRefused:
+            return _json_error(request, 401, "UNAUTHENTICATED", "http.unsigned")
+        except provisioning_callback_service.CallbackInvalid:
+            return _json_error(request, 400, "BAD_REQUEST", "http.callback_invalid")
+        except provisioning_callback_service.UnknownTask:
+            return _json_error(request, 404, "NOT_FOUND", "http.not_found")
+        return JSONResponse({"applied": result.applied}, headers={"Cache-Control": "no-store"})
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         if owns_runtime:
@@ -183,6 +202,7 @@ def create_app(
             Route("/graphql", TihuoGraphQL(schema, rt, persisted), methods=["GET", "POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/downloads/{token}", download, methods=["GET"]),
+            Route("/provisioning/callback", provisioning_callback, methods=["POST"]),
             *([Route("/metrics", metrics_page, methods=["GET"])] if config.metrics_enabled else []),
             graphiql.static_mount(),
         ],

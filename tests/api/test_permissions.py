@@ -118,3 +118,31 @@ async def test_each_role_gets_what_the_declared_audience_says(gql, member, admin
             if error["extensions"]["code"] in ("UNAUTHENTICATED", "FORBIDDEN")
         ]
         assert codes == ([expected] if expected else []), (role, document, answers[role])
+
+
+def test_the_order_fields_of_the_platform_say_who_sees_them():
+    order = SCHEMA._schema.type_map["Order"]
+    assert isinstance(order, GraphQLObjectType)
+    assert order.fields["externalTaskId"].description.endswith("Admin.")
+    assert order.fields["provisioningAttempts"].description.endswith("Admin; empty for anyone else.")
+    for name in ("externalTaskId", "provisioningAttempts"):
+        assert order.fields[name].extensions["strawberry-definition"].metadata[AUDIENCE] is Audience.ADMIN
+
+
+@pytest.mark.usefixtures("catalog")
+async def test_a_member_reading_their_order_gets_no_task_and_no_attempts_an_admin_both(
+    gql, rt, member, admin
+):
+    from tests.provisioning_helpers import place_order
+
+    placed = await place_order(rt, member.id)
+    document = "query ($id: ID!) { order(id: $id) { externalTaskId provisioningAttempts { number } } }"
+
+    as_member = await gql(document, {"id": str(placed.order_id)}, user=member)
+    as_admin = await gql(document, {"id": str(placed.order_id)}, user=admin)
+
+    assert as_member["data"] == {"order": {"externalTaskId": None, "provisioningAttempts": []}}
+    assert [(e["path"], e["extensions"]["code"]) for e in as_member["errors"]] == [
+        (["order", "externalTaskId"], "FORBIDDEN")
+    ]
+    assert as_admin == {"data": {"order": {"externalTaskId": None, "provisioningAttempts": []}}}

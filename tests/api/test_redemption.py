@@ -24,6 +24,7 @@ from models import (
 )
 from services import codes, redemption, redemption_store
 from services.errors import IdempotencyConflict, OutOfStock
+from services.login_passwords import draw_password
 from tests.conftest import make_user
 from tests.factories import (
     bare_metal_config,
@@ -84,6 +85,7 @@ def late_write(rt, member, batch: CardBatch, card_id: int, *, key: str, request_
         key=key,
         request_hash=request_hash,
         order_no=order_no,
+        password=rt.password_keys.seal(draw_password(), order_no),
     )
 
 

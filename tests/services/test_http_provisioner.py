@@ -13,13 +13,13 @@ from core.settings import SettingsError, load_settings
 from models import JobStatus, OrderStatus
 from services.notifiers import NotificationFailed, notifier_from_settings
 from services.provisioners import (
+    Active,
     HttpProvisioner,
-    ProvisionResult,
     Refused,
     TransientFailure,
     provisioner_from_settings,
 )
-from services.provisioning_jobs import claim_job, login_password, run_job
+from services.provisioning_jobs import claim_job, run_job
 from tests.fake_provider import (
     HANG,
     PROVIDER_SECRET,
@@ -28,9 +28,15 @@ from tests.fake_provider import (
     http_provisioner,
     http_rt,
     request_for,
-    signature,
+    signed_by,
 )
-from tests.provisioning_helpers import RecordingNotifier, order_state, place_order, with_settings
+from tests.provisioning_helpers import (
+    RecordingNotifier,
+    job_password,
+    order_state,
+    place_order,
+    with_settings,
+)
 
 
 async def attempt(rt, notifier=None) -> None:  # type: ignore[no-untyped-def]
@@ -51,6 +57,7 @@ async def test_a_5xx_is_retried_under_the_same_idempotency_key_and_the_retry_ope
     provider.script = [(500, "upstream down"), (201, {"ipAddress": "10.1.2.3", "ref": "prov-77"})]
     http = http_rt(rt, provider)
     placed = await place_order(rt, member.id)
+    password = await job_password(rt, placed.order_id)
     notifier = RecordingNotifier()
 
     # when the first attempt meets the 500
@@ -74,13 +81,12 @@ async def test_a_5xx_is_retried_under_the_same_idempotency_key_and_the_retry_ope
     )
     assert [(i.ip_address, i.provider_ref) for i in state.instances] == [("10.1.2.3", "prov-77")]
     # and the provider saw the same signed request twice, keyed by the order number
-    password = login_password(rt.settings.secret, placed.order_no)
     assert len(provider.seen) == 2
     for seen in provider.seen:
         assert seen.path == "/provision"
         assert seen.headers["idempotency-key"] == placed.order_no
         assert seen.headers["content-type"] == "application/json"
-        assert seen.headers["x-tihuo-signature"] == signature(PROVIDER_SECRET, seen.body)
+        assert signed_by(seen, PROVIDER_SECRET)
         assert seen.json == {
             "orderNo": placed.order_no,
             "productType": "CLOUD_SERVER",
@@ -90,8 +96,12 @@ async def test_a_5xx_is_retried_under_the_same_idempotency_key_and_the_retry_ope
             "ipPool": "198.51.100.0/24",
             "config": state.order.config,
             "osImageCode": "ubuntu-22.04",
+            "productModelCode": None,
+            "planCode": None,
             "loginPassword": password,
-            "memberId": member.id,
+            "memberId": str(member.id),
+            "memberPhone": "13800000000",
+            "realname": None,
         }
     assert provider.seen[0].body == provider.seen[1].body
     # and the member was sent the password the provider was given
@@ -103,7 +113,7 @@ async def test_a_5xx_is_retried_under_the_same_idempotency_key_and_the_retry_ope
 @pytest.mark.usefixtures("catalog")
 async def test_a_4xx_fails_the_order_with_the_status_and_a_redacted_excerpt(rt, member, provider, caplog):
     placed = await place_order(rt, member.id)
-    password = login_password(rt.settings.secret, placed.order_no)
+    password = await job_password(rt, placed.order_id)
     # a provider that echoes the request back must not put the password into the reason or a log
     provider.script = [(422, f'{{"error": "image not offered",\n "loginPassword": "{password}"}}')]
 
@@ -173,9 +183,7 @@ async def test_a_2xx_answer_may_leave_out_the_address(settings, provider, closin
     provider.script = [(200, {"ipAddress": None, "ref": 12345})]
     provisioner = closing(http_provisioner(settings, provider))
 
-    assert await provisioner.provision(request_for()) == ProvisionResult(
-        ip_address=None, provider_ref="12345"
-    )
+    assert await provisioner.provision(request_for()) == Active(ip_address=None, provider_ref="12345")
 
 
 async def test_a_refused_connection_is_transient(settings, closing):
@@ -207,7 +215,7 @@ async def test_the_http_notifier_posts_a_signed_sms(settings, provider, closing)
     [seen] = provider.seen
     assert seen.path == "/sms"
     assert seen.json == {"phone": "13800000001", "text": "【tihuo】登录密码：Pa55"}
-    assert seen.headers["x-tihuo-signature"] == signature(SMS_SECRET, seen.body)
+    assert signed_by(seen, SMS_SECRET)
 
 
 async def test_the_http_notifier_reports_a_refusal_without_the_text(settings, provider, closing):

@@ -10,7 +10,7 @@ import signal
 import pytest
 
 from services.notifiers import notifier_from_settings
-from services.provisioners import ProvisionResult, TransientFailure, provisioner_from_settings
+from services.provisioners import Active, TransientFailure, provisioner_from_settings
 from services.worker import run_worker
 from tests.fake_provider import (
     HANG,
@@ -43,8 +43,8 @@ async def test_calls_reuse_one_connection_per_endpoint(settings, provider, closi
 
     # then each sent both its requests on one connection, its own
     assert (first, second) == (
-        ProvisionResult(ip_address="10.1.2.3", provider_ref="p-1"),
-        ProvisionResult(ip_address="10.1.2.4", provider_ref="p-2"),
+        Active(ip_address="10.1.2.3", provider_ref="p-1"),
+        Active(ip_address="10.1.2.4", provider_ref="p-2"),
     )
     assert [seen.path for seen in provider.seen] == ["/provision", "/sms", "/provision", "/sms"]
     [provisioning] = provider.connections_on("/provision")
@@ -138,7 +138,7 @@ async def test_the_worker_closes_its_kept_connections_as_it_stops(rt, member, pr
         await asyncio.wait_for(worker, 5)
 
     await wait_until(provider.all_closed, seconds=2)
-    assert (provisioner.poster.client, notifier.poster.client) == (None, None)  # type: ignore[attr-defined]
+    assert (provisioner.http.client, notifier.http.client) == (None, None)  # type: ignore[attr-defined]
 
 
 @pytest.mark.usefixtures("catalog")

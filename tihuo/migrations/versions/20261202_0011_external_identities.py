@@ -1,7 +1,7 @@
 """external_identities: the portal identities (issuer, sub) members sign in with
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-02 02:30:00
 
 Portal sign-in (RULES-v2 §1) makes a member the first time an identity is seen and finds the same
@@ -16,7 +16,7 @@ from alembic import op
 import models.base
 
 revision: str = "0011"
-down_revision: str | None = "0009"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,277 @@
+"""Provisioning on a platform that takes its time (RULES-v2 §3), against a real HTTP platform on
+loopback that follows docs/provisioning-bridge.openapi.yaml (tests/fake_provider.FakePlatform):
+accepted → polled → active, a task that fails, a deadline that passes, the back-off, the login
+password (drawn, or the platform's own) sent by SMS and then kept nowhere, retry and cancel of a
+waiting order (DELETE on the task before the card returns), and the simulated accepted mode.
+The callback and what admins and members read: tests/api/test_provisioning_callback.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from models import AttemptOutcome, CardStatus, JobStatus, OrderStatus
+from services import orders
+from services.notifiers import notifier_from_settings
+from services.provisioners import provisioner_from_settings
+from services.provisioning_jobs import claim_job, run_job
+from services.runtime import Caller
+from tests.fake_provider import FakePlatform, platform_settings, serve_platform, signed_by
+from tests.provisioning_helpers import (
+    attempts_of,
+    card_status,
+    database_holds,
+    job_password,
+    order_state,
+    place_order,
+    with_settings,
+)
+
+pytestmark = pytest.mark.usefixtures("catalog")
+
+T0 = datetime(2027, 3, 1, 2, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def platform(clock) -> AsyncIterator[FakePlatform]:  # type: ignore[no-untyped-def]
+    clock.set(T0)
+    async with serve_platform(finish_after=30, clock=lambda: clock().timestamp()) as running:
+        yield running
+
+
+@pytest.fixture
+def prt(rt, platform):  # type: ignore[no-untyped-def]
+    """The runtime with the http provisioner and notifier pointed at the platform."""
+    return with_settings(rt, **platform_settings(platform))
+
+
+async def step(rt) -> bool:  # type: ignore[no-untyped-def]
+    """Claim the due job, if any, and run it with the settings' provisioner and notifier."""
+    job = await claim_job(rt, "w1")
+    if job is None:
+        return False
+    provisioner, notifier = provisioner_from_settings(rt), notifier_from_settings(rt)
+    try:
+        await run_job(rt, provisioner, notifier, job)
+    finally:
+        await provisioner.aclose()
+        await notifier.aclose()
+    return True
+
+
+async def test_accepted_then_polled_with_back_off_until_active_and_the_sms_carries_the_drawn_password(
+    prt, platform, member, clock
+):
+    placed = await place_order(prt, member.id)
+    password = await job_password(prt, placed.order_id)
+
+    # when the worker makes the create call, the platform accepts it
+    assert await step(prt)
+
+    # then the order waits on the task, and the job is only a row with its next check: no lease
+    state = await order_state(prt, placed.order_id)
+    task_id = f"task-{placed.order_no}"
+    assert (state.order.status, state.order.external_task_id) == (OrderStatus.PROVISIONING, task_id)
+    assert (state.job.status, state.job.lease_until, state.job.worker_id) == (JobStatus.QUEUED, None, None)
+    assert (state.job.run_after, state.job.deadline_at) == (
+        T0 + timedelta(seconds=5),
+        T0 + timedelta(hours=6),
+    )
+    assert not await step(prt)  # nothing is due before the check
+
+    # and the task is looked at after 5 s, 7.5 s, 11.25 s, ... while it runs (30 s)
+    checks = []
+    while (await order_state(prt, placed.order_id)).order.status is OrderStatus.PROVISIONING:
+        clock.set((await order_state(prt, placed.order_id)).job.run_after)
+        checks.append((clock() - T0).total_seconds())
+        assert await step(prt)
+    assert checks == [5.0, 12.5, 23.75, 40.625]
+
+    # then the product is open with the platform's address, and the member got the drawn password
+    state = await order_state(prt, placed.order_id)
+    assert (state.order.status, state.job.status) == (OrderStatus.ACTIVE, JobStatus.DONE)
+    assert [i.ip_address for i in state.instances] == ["192.0.2.1"]
+    assert platform.creates == {placed.order_no: 1}
+    [create] = platform.calls("POST", "/provision")
+    assert create.json["loginPassword"] == password
+    assert [seen.json["text"] for seen in platform.calls("POST", "/sms")] == [
+        f"【tihuo】您的云服务器已开通，IP：192.0.2.1，登录密码：{password}，请登录后及时修改密码。"
+    ]
+    # every call was signed with a fresh timestamp; every poll was a GET on the task
+    assert platform.refused == 0 and all(signed_by(seen, platform.secret) for seen in platform.seen)
+    assert [seen.path for seen in platform.calls("GET", "/provision/tasks/")] == [
+        f"/provision/tasks/{task_id}"
+    ] * 4
+    # and the attempts tell the story; the password is erased once the SMS was taken
+    assert [a.outcome for a in await attempts_of(prt, placed.order_id)] == [
+        AttemptOutcome.ACCEPTED,
+        AttemptOutcome.ACCEPTED,
+        AttemptOutcome.ACCEPTED,
+        AttemptOutcome.ACCEPTED,
+        AttemptOutcome.DONE,
+    ]
+    assert (state.job.password_cipher, state.job.password_key_version) == (None, None)
+    assert not await database_holds(prt, password)
+
+
+async def test_the_platforms_root_password_reaches_the_sms_and_is_nowhere_in_the_database(
+    prt, platform, member, clock
+):
+    platform.finish_after, platform.root_password = 0, "Pl@tform-Root-9x"
+    placed = await place_order(prt, member.id)
+    assert await step(prt)
+    clock.advance(seconds=5)
+
+    assert await step(prt)
+
+    state = await order_state(prt, placed.order_id)
+    assert state.order.status is OrderStatus.ACTIVE
+    [sms] = platform.calls("POST", "/sms")
+    assert "登录密码：Pl@tform-Root-9x，" in sms.json["text"]
+    assert not await database_holds(prt, "Pl@tform-Root-9x")
+    [_, done] = await attempts_of(prt, placed.order_id)
+    assert done.outcome is AttemptOutcome.DONE and "******" in (done.detail or "")
+
+
+async def test_a_task_that_fails_fails_the_order_with_the_platforms_reason(prt, platform, member, clock):
+    platform.finish_after, platform.fail_reason = 0, "no capacity left on sh-bgp"
+    placed = await place_order(prt, member.id)
+    assert await step(prt)
+    clock.advance(seconds=5)
+
+    assert await step(prt)
+
+    state = await order_state(prt, placed.order_id)
+    assert (state.order.status, state.order.failure_reason) == (
+        OrderStatus.FAILED,
+        "no capacity left on sh-bgp",
+    )
+    assert (state.job.status, state.instances) == (JobStatus.FAILED, [])
+    assert [a.outcome for a in await attempts_of(prt, placed.order_id)] == [
+        AttemptOutcome.ACCEPTED,
+        AttemptOutcome.REFUSED,
+    ]
+
+
+async def test_a_task_past_its_deadline_fails_the_order_and_polls_never_pass_the_deadline(
+    prt, platform, member, clock
+):
+    platform.finish_after = 10_000
+    deadline_rt = with_settings(prt, provision_deadline_seconds=20)
+    placed = await place_order(deadline_rt, member.id)
+    assert await step(deadline_rt)
+    for _ in range(3):  # 5, 12.5, then 20 (not 23.75: the deadline)
+        clock.set((await order_state(prt, placed.order_id)).job.run_after)
+        assert await step(deadline_rt)
+    assert clock() == T0 + timedelta(seconds=20)
+
+    state = await order_state(prt, placed.order_id)
+    reason = f"the platform's task task-{placed.order_no} did not end within 20 s"
+    assert (state.order.status, state.order.failure_reason) == (OrderStatus.FAILED, reason)
+    assert len(platform.calls("GET", "/provision/tasks/")) == 2
+
+
+async def test_status_polls_answered_500_are_asked_again_and_never_make_a_second_create(
+    prt, platform, member, clock
+):
+    platform.finish_after, platform.poll_error_rate = 0, 1.0  # every poll fails...
+    placed = await place_order(prt, member.id)
+    assert await step(prt)
+    clock.advance(seconds=5)
+    assert await step(prt)
+    state = await order_state(prt, placed.order_id)
+    assert (state.order.status, state.job.status) == (OrderStatus.PROVISIONING, JobStatus.QUEUED)
+    assert state.job.last_error == 'HTTP 500: {"error": "the platform\'s API is having a moment"}'
+    # asked again after 5 s, the back-off where it was (a "running" answer would have meant 7.5 s)
+    assert (state.job.run_after, state.job.polls) == (clock() + timedelta(seconds=5), 0)
+
+    platform.poll_error_rate = 0.0  # ...until the platform recovers
+    clock.set(state.job.run_after)
+    assert await step(prt)
+
+    assert (await order_state(prt, placed.order_id)).order.status is OrderStatus.ACTIVE
+    assert platform.creates == {placed.order_no: 1}
+    assert [a.outcome for a in await attempts_of(prt, placed.order_id)] == [
+        AttemptOutcome.ACCEPTED,
+        AttemptOutcome.TRANSIENT,
+        AttemptOutcome.DONE,
+    ]
+
+
+async def test_cancelling_a_waiting_order_deletes_the_task_first_and_returns_the_card(
+    prt, platform, member, admin, clock
+):
+    placed = await place_order(prt, member.id)
+    assert await step(prt)
+
+    cancelled = await orders.cancel_order(prt, Caller(viewer=admin.viewer), str(placed.order_id))
+
+    assert cancelled.status is OrderStatus.CANCELLED
+    [delete] = platform.calls("DELETE", "/provision/tasks/")
+    assert delete.path == f"/provision/tasks/task-{placed.order_no}" and signed_by(delete, platform.secret)
+    assert platform.tasks[f"task-{placed.order_no}"].cancelled
+    assert await card_status(prt, placed.card_id) is CardStatus.UNUSED
+    state = await order_state(prt, placed.order_id)
+    assert (state.job.status, state.job.password_cipher) == (JobStatus.FAILED, None)
+    # and no worker looks at the task again
+    clock.advance(seconds=600)
+    assert not await step(prt)
+
+
+async def test_a_cancel_the_platform_does_not_answer_changes_nothing(prt, platform, member, admin):
+    placed = await place_order(prt, member.id)
+    assert await step(prt)
+    before = await order_state(prt, placed.order_id)
+    unreachable = with_settings(prt, provisioner_url="http://127.0.0.1:9/provision")
+
+    with pytest.raises(orders.InvalidState) as refused:
+        await orders.cancel_order(unreachable, Caller(viewer=admin.viewer), str(placed.order_id))
+
+    assert refused.value.key == "INVALID_STATE.platform_cancel_failed"
+    after = await order_state(prt, placed.order_id)
+    assert (after.order.status, after.job.status, after.job.run_after) == (
+        before.order.status,
+        before.job.status,
+        before.job.run_after,
+    )
+    assert await card_status(prt, placed.card_id) is CardStatus.USED
+
+
+async def test_retrying_a_waiting_order_looks_at_its_task_now_with_a_fresh_deadline(
+    prt, platform, member, admin, clock
+):
+    placed = await place_order(prt, member.id)
+    assert await step(prt)
+    clock.advance(seconds=2)
+
+    retried = await orders.retry_provisioning(prt, Caller(viewer=admin.viewer), str(placed.order_id))
+
+    assert retried.status is OrderStatus.PROVISIONING
+    state = await order_state(prt, placed.order_id)
+    assert (state.job.run_after, state.job.deadline_at) == (clock(), clock() + timedelta(hours=6))
+    assert await step(prt)  # due at once: the task is polled, not created again
+    assert len(platform.calls("GET", "/provision/tasks/")) == 1 and platform.creates == {placed.order_no: 1}
+
+
+async def test_the_simulated_provisioner_accepts_and_finishes_after_its_delay(rt, member, clock):
+    clock.set(T0)
+    simulated = with_settings(rt, simulated_accept_seconds=10, simulated_delay_ms=0)
+    placed = await place_order(simulated, member.id)
+
+    assert await step(simulated)
+    state = await order_state(simulated, placed.order_id)
+    assert (state.order.status, state.order.external_task_id) == (
+        OrderStatus.PROVISIONING,
+        f"sim-{placed.order_no}",
+    )
+    clock.advance(seconds=5)
+    assert await step(simulated)  # running at 5 s
+    assert (await order_state(simulated, placed.order_id)).order.status is OrderStatus.PROVISIONING
+    clock.advance(seconds=7.5)
+    assert await step(simulated)  # done at 12.5 s
+
+    state = await order_state(simulated, placed.order_id)
+    assert state.order.status is OrderStatus.ACTIVE
+    assert [i.ip_address for i in state.instances] == ["198.51.100.1"]
