@@ -26,6 +26,14 @@ from models.programme import (
 )
 from models.redemption import IdempotencyKey, Redemption
 from models.simulated import SimulatedServer
+from models.webhooks import (
+    DeliveryStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+    WebhookMessage,
+    WebhookSubscription,
+)
 
 __all__ = [
     "PROGRAMME_SHARDS",
@@ -41,6 +49,7 @@ __all__ = [
     "CardStatus",
     "Channel",
     "ChannelShare",
+    "DeliveryStatus",
     "HostingPlan",
     "IdempotencyKey",
     "Instance",
@@ -60,5 +69,10 @@ __all__ = [
     "Role",
     "SimulatedServer",
     "User",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
+    "WebhookMessage",
+    "WebhookSubscription",
     "line_os_images",
 ]
