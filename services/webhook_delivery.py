@@ -41,6 +41,7 @@ RETRY_SCHEDULE = (
 MAX_ATTEMPTS = len(RETRY_SCHEDULE) + 1
 ERROR_MAX = 500  # webhook_deliveries.last_error is VARCHAR(500)
 USER_AGENT = "tihuo-webhooks/1"
+RECORD_WINDOW_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
@@ -151,14 +152,24 @@ def signed_headers(claimed: ClaimedDelivery, body: bytes, timestamp: int) -> dic
     }
 
 
-async def send(rt: Runtime, client: httpx.AsyncClient, claimed: ClaimedDelivery) -> str:
-    """One attempt: check the URL's address again, POST to that address, record the outcome.
-    Returns the outcome (metrics.WEBHOOK_OUTCOMES). If cancelled (the worker stopping) the
-    delivery is handed back at once."""
+@dataclass(frozen=True)
+class Attempt:
+    """One POST's result, before it is recorded: the status code, or why there was none."""
+
+    claimed: ClaimedDelivery
+    code: int | None
+    error: str | None
+    seconds: float | None
+    refused: bool = False
+
+
+async def attempt(rt: Runtime, client: httpx.AsyncClient, claimed: ClaimedDelivery) -> Attempt:
+    """One attempt, not yet recorded: check the URL's address again, POST to that address. If
+    cancelled (the worker stopping) the delivery is handed back at once."""
     try:
         target = await addresses.resolve(claimed.url, allow_private=rt.settings.webhook_allow_private)
     except addresses.Refused as refused:
-        return await _record(rt, claimed, None, f"refused: {refused}", None, refused=True)
+        return Attempt(claimed, None, f"refused: {refused}", None, refused=True)
     body = claimed.payload.encode()
     # the receiver compares this with its own clock: wall time, whatever the runtime's clock says
     headers = signed_headers(claimed, body, int(time.time()))
@@ -173,15 +184,13 @@ async def send(rt: Runtime, client: httpx.AsyncClient, claimed: ClaimedDelivery)
         await asyncio.shield(_release(rt, claimed))
         raise
     except httpx.TimeoutException:
-        return await _record(
-            rt, claimed, None, f"no answer within {rt.settings.webhook_timeout_seconds:g} s", started
-        )
+        error = f"no answer within {rt.settings.webhook_timeout_seconds:g} s"
+        return Attempt(claimed, None, error, time.perf_counter() - started)
     except httpx.HTTPError as exc:
-        return await _record(rt, claimed, None, f"{type(exc).__name__}: {exc}", started)
+        return Attempt(claimed, None, f"{type(exc).__name__}: {exc}", time.perf_counter() - started)
     code = response.status_code
-    if 200 <= code < 300:
-        return await _record(rt, claimed, code, None, started)
-    return await _record(rt, claimed, code, f"HTTP {code}", started)
+    error = None if 200 <= code < 300 else f"HTTP {code}"
+    return Attempt(claimed, code, error, time.perf_counter() - started)
 
 
 def _held(claimed: ClaimedDelivery) -> Any:
@@ -194,70 +203,76 @@ def _held(claimed: ClaimedDelivery) -> Any:
     )
 
 
-async def _record(
-    rt: Runtime,
-    claimed: ClaimedDelivery,
-    code: int | None,
-    error: str | None,
-    started: float | None,
-    *,
-    refused: bool = False,
-) -> str:
-    seconds = None if started is None else time.perf_counter() - started
-    now = rt.now()
-    values: dict[str, Any] = {"lease_until": None, "last_status_code": code, "last_error": error}
-    if error is None:
-        outcome = "delivered"
+def _outcome(done: Attempt, now: datetime) -> tuple[str, dict[str, Any]]:
+    """The outcome's name (metrics.WEBHOOK_OUTCOMES) and the delivery's new values."""
+    values: dict[str, Any] = {"lease_until": None, "last_status_code": done.code, "last_error": None}
+    if done.error is None:
         values.update(status=DeliveryStatus.DELIVERED, delivered_at=now, next_attempt_at=None)
-    elif code == 410:
-        outcome = "disabled"
+        return "delivered", values
+    values["last_error"] = done.error[:ERROR_MAX]
+    if done.code == 410:
         values.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
-    elif claimed.attempts >= MAX_ATTEMPTS:
-        outcome = "failed"
+        return "disabled", values
+    if done.claimed.attempts >= MAX_ATTEMPTS:
         values.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
-    else:
-        outcome = "refused" if refused else "retried"
-        values.update(next_attempt_at=now + RETRY_SCHEDULE[claimed.attempts - 1])
-    if error is not None:
-        values["last_error"] = error[:ERROR_MAX]
+        return "failed", values
+    values["next_attempt_at"] = now + RETRY_SCHEDULE[done.claimed.attempts - 1]
+    return "refused" if done.refused else "retried", values
+
+
+async def record(rt: Runtime, attempts: list[Attempt]) -> list[str]:
+    """Record attempts' outcomes, in one transaction (one commit for many deliveries); a 410
+    disables its endpoint. Returns each outcome, `lease_lost` for one another worker holds now."""
+    now = rt.now()
+    outcomes = []
     async with rt.db.write() as session:
-        held = await session.execute(
-            update(WebhookDelivery)
-            .where(_held(claimed))
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        if held.rowcount != 1:
-            log.warning(
-                "webhook delivery %d: lease lost before the outcome was recorded",
-                claimed.id,
-                extra=_log_extra(claimed, "webhook.lease_lost"),
-            )
-            return "lease_lost"
-        if outcome == "disabled":
-            await session.execute(
-                update(WebhookEndpoint)
-                .where(WebhookEndpoint.id == claimed.endpoint_id)
-                .values(
-                    enabled=False,
-                    disabled_reason=f"the receiver answered 410 Gone on {now.isoformat()}",
-                    updated_at=now,
-                )
+        for done in attempts:
+            outcome, values = _outcome(done, now)
+            held = await session.execute(
+                update(WebhookDelivery)
+                .where(_held(done.claimed))
+                .values(**values)
                 .execution_options(synchronize_session=False)
             )
-    metrics.webhook_attempt(claimed.endpoint_id, outcome, seconds)
-    level = logging.INFO if outcome == "delivered" else logging.WARNING
+            if held.rowcount != 1:
+                outcome = "lease_lost"
+            elif outcome == "disabled":
+                await session.execute(
+                    update(WebhookEndpoint)
+                    .where(WebhookEndpoint.id == done.claimed.endpoint_id)
+                    .values(
+                        enabled=False,
+                        disabled_reason=f"the receiver answered 410 Gone on {now.isoformat()}",
+                        updated_at=now,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+            outcomes.append(outcome)
+    for done, outcome in zip(attempts, outcomes, strict=True):
+        _log(done, outcome)
+    return outcomes
+
+
+def _log(done: Attempt, outcome: str) -> None:
+    claimed = done.claimed
+    if outcome == "lease_lost":
+        log.warning(
+            "webhook delivery %d: lease lost before the outcome was recorded",
+            claimed.id,
+            extra=_log_extra(claimed, "webhook.lease_lost"),
+        )
+        return
+    metrics.webhook_attempt(claimed.endpoint_id, outcome, done.seconds)
     log.log(
-        level,
+        logging.INFO if outcome == "delivered" else logging.WARNING,
         "webhook %s to endpoint %d: %s (attempt %d%s)",
         claimed.message_id,
         claimed.endpoint_id,
         outcome,
         claimed.attempts,
-        "" if error is None else f": {error[:ERROR_MAX]}",
+        "" if done.error is None else f": {done.error[:ERROR_MAX]}",
         extra=_log_extra(claimed, f"webhook.{outcome}"),
     )
-    return outcome
 
 
 async def _release(rt: Runtime, claimed: ClaimedDelivery) -> None:
@@ -296,14 +311,28 @@ def new_client(rt: Runtime) -> httpx.AsyncClient:
 
 async def run_deliveries(rt: Runtime, *, worker_id: str, stop: asyncio.Event, poll_seconds: float) -> None:
     """Claim and send due deliveries, up to TIHUO_WEBHOOK_CONCURRENCY at once, until `stop` is set;
-    when none is due, wait for `rt.webhooks_ready`, a send to finish, or `poll_seconds`."""
+    when none is due, wait for `rt.webhooks_ready`, a send to finish, or `poll_seconds`. The
+    outcomes of the sends that finished meanwhile are recorded together, in one transaction."""
     limit = rt.settings.webhook_concurrency
-    running: set[asyncio.Task[Any]] = set()
+    running: set[asyncio.Task[Attempt]] = set()
+    finished: list[Attempt] = []
+
+    def collect(task: asyncio.Task[Attempt]) -> None:
+        running.discard(task)
+        if not task.cancelled() and task.exception() is None:
+            finished.append(task.result())
+        elif not task.cancelled():
+            log.error("webhook send failed", exc_info=task.exception(), extra={"event": "webhook.error"})
+
     async with new_client(rt) as client:
         try:
             while not stop.is_set():
                 rt.webhooks_ready.clear()
-                if len(running) < limit:
+                if finished:
+                    done, finished[:] = list(finished), []
+                    await _record_logged(rt, done)
+                # claimed in batches (half the limit at least): a claim is a write transaction
+                if len(running) <= limit // 2:
                     try:
                         claimed = await claim_deliveries(rt, worker_id, limit - len(running))
                     except Exception:
@@ -314,27 +343,29 @@ async def run_deliveries(rt: Runtime, *, worker_id: str, stop: asyncio.Event, po
                         )
                         claimed = []
                     for delivery in claimed:
-                        task = asyncio.create_task(_send_logged(rt, client, delivery))
+                        task = asyncio.create_task(attempt(rt, client, delivery))
                         running.add(task)
-                        task.add_done_callback(running.discard)
-                await _wait_for_any([rt.webhooks_ready.wait(), stop.wait()], running, poll_seconds)
+                        task.add_done_callback(collect)
+                if not finished:
+                    await _wait_for_any([rt.webhooks_ready.wait(), stop.wait()], running, poll_seconds)
+                if finished and running:
+                    # a short window for the sends still out, so one commit records several
+                    await asyncio.wait(running, timeout=RECORD_WINDOW_SECONDS)
         finally:
             for task in running:
                 task.cancel()
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
+            if finished:
+                await _record_logged(rt, finished)
 
 
-async def _send_logged(rt: Runtime, client: httpx.AsyncClient, claimed: ClaimedDelivery) -> None:
+async def _record_logged(rt: Runtime, done: list[Attempt]) -> None:
     try:
-        await send(rt, client, claimed)
+        await record(rt, done)
     except Exception:
-        # recording the outcome failed (the database went away): the lease brings it back
-        log.exception(
-            "webhook delivery %d: outcome not recorded",
-            claimed.id,
-            extra=_log_extra(claimed, "webhook.error"),
-        )
+        # recording the outcomes failed (the database went away): the leases bring them back
+        log.exception("%d webhook outcomes not recorded", len(done), extra={"event": "webhook.error"})
 
 
 async def _wait_for_any(waits: list[Any], running: set[asyncio.Task[Any]], seconds: float) -> None:

@@ -33,7 +33,7 @@ from services import redemption_store
 from services.errors import OutOfStock
 from services.redemption import _request_hash
 from services.runtime import Runtime
-from services.webhook_delivery import RETRY_SCHEDULE, claim_deliveries, new_client, send
+from services.webhook_delivery import RETRY_SCHEDULE, attempt, claim_deliveries, new_client, record
 from tests.conftest import make_user
 from tests.factories import bare_metal_config, catalog_ids, create_batch, download_codes, virtual_host_config
 from tests.webhook_receiver import Receiver
@@ -104,12 +104,11 @@ async def make_endpoint(gql, admin, receiver: Receiver, events: list[str]) -> tu
 
 
 async def deliver_due(rt: Runtime, worker_id: str = "test-worker") -> list[str]:
-    """What the worker's loop does once: claim every due delivery and send each (its real code)."""
-    outcomes = []
+    """What the worker's loop does once: claim every due delivery, send each and record the outcomes
+    (its real code)."""
     async with new_client(rt) as client:
-        for claimed in await claim_deliveries(rt, worker_id, 100):
-            outcomes.append(await send(rt, client, claimed))
-    return outcomes
+        done = [await attempt(rt, client, claimed) for claimed in await claim_deliveries(rt, worker_id, 100)]
+    return await record(rt, done) if done else []
 
 
 async def redeem_one(gql, client, admin, member, **batch: Any) -> tuple[str, dict[str, Any]]:
@@ -322,11 +321,11 @@ async def test_every_failure_waits_as_the_schedule_says_then_the_delivery_fails(
     clock.set(rt.now())
 
     waits = []
-    for attempt in range(1, len(RETRY_SCHEDULE) + 2):
+    for number in range(1, len(RETRY_SCHEDULE) + 2):
         outcome = await deliver_due(rt)
         [delivery] = await delivery_rows(rt)
-        assert delivery.attempts == attempt
-        if attempt <= len(RETRY_SCHEDULE):
+        assert delivery.attempts == number
+        if number <= len(RETRY_SCHEDULE):
             assert outcome == ["retried"]
             assert delivery.next_attempt_at is not None
             waits.append(delivery.next_attempt_at - rt.now())
