@@ -107,6 +107,15 @@ WEBHOOK_SECONDS = Histogram(
     registry=REGISTRY,
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+WEBHOOK_LAG_SECONDS = Histogram(
+    "webhook_delivery_lag_seconds",
+    "Time from a webhook's delivery being queued (with the change that caused it) to the receiver's 2xx, "
+    "by endpoint id.",
+    ["endpoint"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 36000),
+)
 
 # series that exist from the start, so rates and alerts see a zero rather than nothing
 for _outcome in ATTEMPT_OUTCOMES:
@@ -161,11 +170,14 @@ def provisioning_attempt(outcome: str) -> None:
     PROVISIONING_ATTEMPTS.labels(outcome).inc()
 
 
-def webhook_attempt(endpoint_id: int, outcome: str, seconds: float | None) -> None:
-    """One delivery attempt's outcome (one of WEBHOOK_OUTCOMES) and, if a POST was made, its time."""
+def webhook_attempt(endpoint_id: int, outcome: str, seconds: float | None, lag: float | None) -> None:
+    """One delivery attempt's outcome (one of WEBHOOK_OUTCOMES), if a POST was made its time, and
+    for a delivered one the time since it was queued."""
     WEBHOOK_DELIVERIES.labels(str(endpoint_id), outcome).inc()
     if seconds is not None:
         WEBHOOK_SECONDS.labels(str(endpoint_id)).observe(seconds)
+    if lag is not None:
+        WEBHOOK_LAG_SECONDS.labels(str(endpoint_id)).observe(lag)
 
 
 def card_batch_generated(cards: int, seconds: float) -> None:

@@ -249,11 +249,11 @@ async def record(rt: Runtime, attempts: list[Attempt]) -> list[str]:
                 )
             outcomes.append(outcome)
     for done, outcome in zip(attempts, outcomes, strict=True):
-        _log(done, outcome)
+        _log(done, outcome, now)
     return outcomes
 
 
-def _log(done: Attempt, outcome: str) -> None:
+def _log(done: Attempt, outcome: str, now: datetime) -> None:
     claimed = done.claimed
     if outcome == "lease_lost":
         log.warning(
@@ -262,7 +262,8 @@ def _log(done: Attempt, outcome: str) -> None:
             extra=_log_extra(claimed, "webhook.lease_lost"),
         )
         return
-    metrics.webhook_attempt(claimed.endpoint_id, outcome, done.seconds)
+    lag = (now - claimed.created_at).total_seconds() if outcome == "delivered" else None
+    metrics.webhook_attempt(claimed.endpoint_id, outcome, done.seconds, lag)
     log.log(
         logging.INFO if outcome == "delivered" else logging.WARNING,
         "webhook %s to endpoint %d: %s (attempt %d%s)",

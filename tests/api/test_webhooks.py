@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonschema_rs
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, update
 
 from core.db import DuplicateKey
@@ -635,22 +636,43 @@ async def test_no_secret_reaches_a_payload_or_a_log_line(gql, client, rt, admin,
     assert payloads and not any(value in p for p in payloads for value in secrets_)
 
 
+def sample(text: str, name: str, **labels: str) -> float:
+    """A sample's value in a scrape (0 when absent: counters are per process, so tests compare)."""
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return found.value
+    return 0.0
+
+
 async def test_metrics_show_deliveries_by_outcome_and_endpoint_latency_and_backlog(
-    gql, client, rt, admin, member, receiver
+    gql, client, rt, clock, admin, member, receiver
 ):
     endpoint_id, _ = await make_endpoint(gql, admin, receiver, ["CARD_REDEEMED"])
     receiver.answers = ["500"]
     await redeem_one(gql, client, admin, member)
+    clock.set(rt.now())
 
     before = (await client.get("/metrics")).text
     await deliver_due(rt)
-    after = (await client.get("/metrics")).text
+    retried = (await client.get("/metrics")).text
+    clock.advance(seconds=5)
+    assert await deliver_due(rt) == ["delivered"]
+    delivered = (await client.get("/metrics")).text
 
-    assert "tihuo_webhook_backlog 1.0" in before
-    assert "tihuo_webhook_backlog 1.0" in after  # retried: still pending
-    assert f'tihuo_webhook_deliveries_total{{endpoint="{endpoint_id}",outcome="retried"}}' in after
-    assert f'tihuo_webhook_delivery_seconds_count{{endpoint="{endpoint_id}"}}' in after
-    assert "tihuo_webhook_oldest_pending_seconds" in after
+    def grew(name: str, earlier: str, later: str, **labels: str) -> float:
+        return sample(later, name, **labels) - sample(earlier, name, **labels)
+
+    assert (sample(before, "tihuo_webhook_backlog"), sample(retried, "tihuo_webhook_backlog")) == (1, 1)
+    assert sample(delivered, "tihuo_webhook_backlog") == 0
+    assert sample(retried, "tihuo_webhook_oldest_pending_seconds") >= 0
+    counted = "tihuo_webhook_deliveries_total"
+    assert grew(counted, before, retried, endpoint=endpoint_id, outcome="retried") == 1
+    assert grew(counted, retried, delivered, endpoint=endpoint_id, outcome="delivered") == 1
+    assert grew("tihuo_webhook_delivery_seconds_count", before, delivered, endpoint=endpoint_id) == 2
+    assert grew("tihuo_webhook_delivery_lag_seconds_count", before, delivered, endpoint=endpoint_id) == 1
+    # the lag counts from the queueing: at least the 5 s the retry waited
+    assert grew("tihuo_webhook_delivery_lag_seconds_sum", before, delivered, endpoint=endpoint_id) >= 5
 
 
 async def test_a_duplicate_order_number_leaves_no_message_behind(gql, client, rt, admin, member, receiver):
