@@ -84,8 +84,8 @@ async def run_worker(
     finally:
         for task in running:
             task.cancel()
-        if not stop.is_set():
-            webhooks.cancel()
+        # the deliveries in flight are handed back, as the jobs are
+        webhooks.cancel()
         await asyncio.gather(*running, webhooks, return_exceptions=True)
         await _close(worker_id, provisioner, notifier)
         log.info("worker %s stopped", worker_id, extra={"event": "worker.stop", "worker": worker_id})
