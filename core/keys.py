@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 # Bumped if the code-encryption key ever changes; stored beside each ciphertext.
 CODE_KEY_VERSION = 1
+# Likewise for the key that seals webhook endpoints' signing secrets (services/webhook_secrets.py).
+WEBHOOK_KEY_VERSION = 1
 
 
 def _derive(secret: bytes, purpose: str) -> bytes:
@@ -23,6 +25,8 @@ class Keys:
     code_lookup: bytes
     code_encryption: dict[int, bytes]
     download: bytes
+    # by version; a field with a default, so Keys made by hand (tests) need not name it
+    webhook_encryption: dict[int, bytes] = field(default_factory=dict)
 
     @classmethod
     def from_secret(cls, secret: bytes) -> Keys:
@@ -31,6 +35,9 @@ class Keys:
             code_lookup=_derive(secret, "card-code-lookup"),
             code_encryption={CODE_KEY_VERSION: _derive(secret, f"card-code-encryption-v{CODE_KEY_VERSION}")},
             download=_derive(secret, "download-token"),
+            webhook_encryption={
+                WEBHOOK_KEY_VERSION: _derive(secret, f"webhook-secret-encryption-v{WEBHOOK_KEY_VERSION}")
+            },
         )
 
     def code_hash(self, normalised_code: str) -> bytes:

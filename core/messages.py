@@ -118,6 +118,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Must not be before validFrom ({validFrom}).",
     },
     "field.taken": {"zh-CN": "已被使用。", "en": "Already taken."},
+    "field.url_refused": {
+        "zh-CN": "不能使用此地址：{reason}。",
+        "en": "This URL cannot be used: {reason}.",
+    },
     "field.same_as_old": {
         "zh-CN": "新密码不能与原密码相同。",
         "en": "Must differ from the current password.",

@@ -116,6 +116,14 @@ class Settings(BaseSettings):
     trusted_documents: Path | None = None
     # who may run only the manifest's documents: `members` (everyone but admins) or `all`
     trusted_documents_only: Literal["off", "members", "all"] = "off"
+    # webhooks (RULES-v2 §2): endpoints whose host resolves to a loopback, private, link-local or
+    # metadata address are refused unless this is true (a private network, tests)
+    webhook_allow_private: bool = False
+    # one delivery's POST may take this long; it must end within the delivery's lease
+    webhook_timeout_seconds: float = Field(default=10, gt=0)
+    webhook_lease_seconds: int = Field(default=60, ge=2)
+    # deliveries one worker sends at once
+    webhook_concurrency: int = Field(default=16, ge=1)
 
     # the portal's sign-in (RULES-v2 §1); unset: off, only local accounts
     oidc_issuer: str | None = None
@@ -239,6 +247,12 @@ class Settings(BaseSettings):
                 f"TIHUO_PROVISION_TIMEOUT_SECONDS ({self.provision_timeout_seconds:g}) must be less than "
                 f"TIHUO_PROVISION_LEASE_SECONDS ({self.provision_lease_seconds}): a provisioner call "
                 "still running when its job's lease runs out is taken over and made again"
+            )
+        if self.webhook_timeout_seconds >= self.webhook_lease_seconds:
+            raise ValueError(
+                f"TIHUO_WEBHOOK_TIMEOUT_SECONDS ({self.webhook_timeout_seconds:g}) must be less than "
+                f"TIHUO_WEBHOOK_LEASE_SECONDS ({self.webhook_lease_seconds}): a delivery still being "
+                "sent when its lease runs out is taken over and sent again"
             )
         return self
 

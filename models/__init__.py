@@ -27,6 +27,14 @@ from models.programme import (
 )
 from models.redemption import IdempotencyKey, Redemption
 from models.simulated import SimulatedServer
+from models.webhooks import (
+    DeliveryStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+    WebhookMessage,
+    WebhookSubscription,
+)
 
 __all__ = [
     "PROGRAMME_SHARDS",
@@ -43,6 +51,7 @@ __all__ = [
     "CardStatus",
     "Channel",
     "ChannelShare",
+    "DeliveryStatus",
     "ExternalIdentity",
     "HostingPlan",
     "IdempotencyKey",
@@ -64,5 +73,10 @@ __all__ = [
     "Role",
     "SimulatedServer",
     "User",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
+    "WebhookMessage",
+    "WebhookSubscription",
     "line_os_images",
 ]

@@ -11,7 +11,7 @@ from strawberry.extensions.query_depth_limiter import create_validator as depth_
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionResult
 
-from resolvers import accounts, cards, catalog, programme, redemption
+from resolvers import accounts, cards, catalog, programme, redemption, webhooks
 from resolvers import orders as order_resolvers  # `orders` is also a Query field
 from schema.accounts import ChangePasswordResult, LoginResult, ViewerType
 from schema.audit import AuditEntryConnection
@@ -48,6 +48,14 @@ from schema.programme import (
 )
 from schema.redemption import RedeemCardResult, RedemptionConnection, RedemptionPreviewResult
 from schema.scalars import SCALAR_MAP
+from schema.webhooks import (
+    CreateWebhookEndpointResult,
+    DeleteWebhookEndpointResult,
+    RedeliverWebhookResult,
+    RotateWebhookEndpointSecretResult,
+    UpdateWebhookEndpointResult,
+    WebhookEndpointType,
+)
 from services.access import Audience
 
 
@@ -129,6 +137,14 @@ class Query:
         resolver=programme.audit_entries,
         description="Every admin write, newest first, with filters; values never hold a code or a password.",
     )
+    webhook_endpoints: list[WebhookEndpointType] = guarded(
+        Audience.ADMIN,
+        resolver=webhooks.webhook_endpoints,
+        description="Every webhook endpoint, oldest first.",
+    )
+    webhook_endpoint: WebhookEndpointType | None = guarded(
+        Audience.ADMIN, resolver=webhooks.webhook_endpoint, description="One webhook endpoint; null if none."
+    )
 
 
 @strawberry.type(description="Writes. Each returns a result union: success, or the business error as data.")
@@ -208,6 +224,31 @@ class Mutation:
         resolver=programme.create_card_range_download,
         description="After re-checking the admin's own password: a single-use link to a run of cards as TXT, "
         "CSV or a printable PDF sheet.",
+    )
+    create_webhook_endpoint: CreateWebhookEndpointResult = guarded(
+        Audience.ADMIN,
+        resolver=webhooks.create_webhook_endpoint,
+        description="Register a receiver of signed webhooks; its secret is shown once, here.",
+    )
+    update_webhook_endpoint: UpdateWebhookEndpointResult = guarded(
+        Audience.ADMIN,
+        resolver=webhooks.update_webhook_endpoint,
+        description="Change an endpoint's URL, note, events, or turn it off or on.",
+    )
+    delete_webhook_endpoint: DeleteWebhookEndpointResult = guarded(
+        Audience.ADMIN,
+        resolver=webhooks.delete_webhook_endpoint,
+        description="Delete an endpoint with its delivery log.",
+    )
+    rotate_webhook_endpoint_secret: RotateWebhookEndpointSecretResult = guarded(
+        Audience.ADMIN,
+        resolver=webhooks.rotate_webhook_endpoint_secret,
+        description="A new signing secret, shown once; the old one keeps signing beside it for 24 hours.",
+    )
+    redeliver_webhook: RedeliverWebhookResult = guarded(
+        Audience.ADMIN,
+        resolver=webhooks.redeliver_webhook,
+        description="Send a delivery's message again: the same webhook-id and body, as a new delivery.",
     )
 
 

@@ -374,6 +374,95 @@ class PortalRoleSet(AuditEvent):
         return {"role": self.after.value}
 
 
+@dataclass(frozen=True)
+class WebhookEndpointCreated(AuditEvent):
+    """`createWebhookEndpoint`: the endpoint as saved (never its secret)."""
+
+    action = "webhook.create"
+    entity = "webhook_endpoint"
+    endpoint_id: int
+    view: dict[str, Any]
+
+    @property
+    def entity_id(self) -> object:
+        return self.endpoint_id
+
+    def new(self) -> dict[str, Any]:
+        return self.view
+
+
+@dataclass(frozen=True)
+class WebhookEndpointUpdated(AuditEvent):
+    """`updateWebhookEndpoint`: the fields that changed, before and after."""
+
+    action = "webhook.update"
+    entity = "webhook_endpoint"
+    endpoint_id: int
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+    @property
+    def entity_id(self) -> object:
+        return self.endpoint_id
+
+    def old(self) -> dict[str, Any]:
+        return self.before
+
+    def new(self) -> dict[str, Any]:
+        return self.after
+
+
+@dataclass(frozen=True)
+class WebhookEndpointDeleted(AuditEvent):
+    action = "webhook.delete"
+    entity = "webhook_endpoint"
+    endpoint_id: int
+    view: dict[str, Any]
+
+    @property
+    def entity_id(self) -> object:
+        return self.endpoint_id
+
+    def old(self) -> dict[str, Any]:
+        return self.view
+
+
+@dataclass(frozen=True)
+class WebhookSecretRotated(AuditEvent):
+    """`rotateWebhookEndpointSecret`: when the previous secret stops signing (the secrets are never
+    recorded)."""
+
+    action = "webhook.rotate_secret"
+    entity = "webhook_endpoint"
+    endpoint_id: int
+    previous_until: datetime
+
+    @property
+    def entity_id(self) -> object:
+        return self.endpoint_id
+
+    def new(self) -> dict[str, Any]:
+        return {"previousSecretSignsUntil": self.previous_until.isoformat()}
+
+
+@dataclass(frozen=True)
+class WebhookRedelivered(AuditEvent):
+    """`redeliverWebhook`: the same message queued again as a new delivery."""
+
+    action = "webhook.redeliver"
+    entity = "webhook_delivery"
+    delivery_id: int
+    new_delivery_id: int
+    message_id: str
+
+    @property
+    def entity_id(self) -> object:
+        return self.delivery_id
+
+    def new(self) -> dict[str, Any]:
+        return {"deliveryId": str(self.new_delivery_id), "messageId": self.message_id}
+
+
 async def record(session: AsyncSession, rt: Runtime, caller: Caller, event: AuditEvent) -> None:
     """Add the event's row inside the caller's transaction, so the change and its record commit
     together."""

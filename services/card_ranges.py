@@ -15,8 +15,9 @@ from sqlalchemy import and_, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.ids import parse_id
-from models import Card, CardBatch, CardStatus, Channel, ChannelShare
+from models import Card, CardBatch, CardStatus, Channel, ChannelShare, WebhookEvent
 from services import audit
+from services import webhook_outbox as outbox
 from services.errors import FieldProblem, InvalidInput, NotFound
 from services.runtime import Caller, Runtime
 
@@ -118,6 +119,14 @@ async def set_range_status(
             audit.CardRangeStatusSet(batch.id, wanted.from_seq, wanted.to_seq, other, status, changed),
         )
         await session.refresh(batch)
+        if changed:
+            # one event for the range, with its bounds and how many cards changed (not one per card)
+            await outbox.emit(
+                session,
+                WebhookEvent.CARD_STATUS_CHANGED,
+                rt.now(),
+                outbox.card_status_data(batch.id, wanted.from_seq, wanted.to_seq, other, status, changed),
+            )
     return changed, batch
 
 

@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import DuplicateKey
 from core.ids import parse_id
-from models import BatchStatus, Card, CardBatch, CardStatus, ChannelShare, ProductType
+from models import BatchStatus, Card, CardBatch, CardStatus, ChannelShare, ProductType, WebhookEvent
 from services import audit, codes, metrics
+from services import webhook_outbox as outbox
 from services.errors import BadRequest, FieldProblem, InvalidInput, InvalidState, NotFound
 from services.paging import Page, keyset_page, page_request
 from services.pricing import ConfigInput, PricedConfig, ensure_in_stock, price_config
@@ -206,6 +207,7 @@ async def create_batch(rt: Runtime, caller: Caller, new: NewBatch) -> CardBatch:
             raise InvalidInput([FieldProblem("batchNo", "field.taken")]) from None
         await _insert_cards(session, rt, batch.id, new.quantity)
         await audit.record(session, rt, caller, audit.BatchCreated(batch.id, _batch_audit_view(batch)))
+        await outbox.emit(session, WebhookEvent.BATCH_CREATED, rt.now(), {"batch": outbox.batch_data(batch)})
     metrics.card_batch_generated(new.quantity, time.perf_counter() - started)
     return batch
 
@@ -418,6 +420,12 @@ async def set_batch_status(rt: Runtime, caller: Caller, batch_id: str, status: B
         old = batch.status
         batch.status = status
         await audit.record(session, rt, caller, audit.BatchStatusSet(batch.id, old, status))
+        await outbox.emit(
+            session,
+            WebhookEvent.BATCH_STATUS_CHANGED,
+            rt.now(),
+            {"batch": outbox.batch_data(batch), "previousStatus": old.value},
+        )
     return batch
 
 
@@ -448,6 +456,12 @@ async def set_card_status(rt: Runtime, caller: Caller, card_id: str, status: Car
         )
         await audit.record(session, rt, caller, audit.CardStatusSet(card.id, old, status))
         await session.refresh(card)
+        await outbox.emit(
+            session,
+            WebhookEvent.CARD_STATUS_CHANGED,
+            rt.now(),
+            outbox.card_status_data(card.batch_id, card.seq, card.seq, old, status, 1, card=card),
+        )
     return card
 
 

@@ -20,8 +20,9 @@ from sqlalchemy import bindparam, select, update
 
 from core.ids import parse_id
 from core.sql import Codec, Plan, Sql
-from models import Card, CardBatch, CardBatchDownload, CardExportFormat, Channel
+from models import Card, CardBatch, CardBatchDownload, CardExportFormat, Channel, WebhookEvent
 from services import accounts, audit, codes
+from services import webhook_outbox as outbox
 from services.card_ranges import CardRange, checked_range
 from services.card_sheet import SheetCard, SheetWriter
 from services.errors import NotFound
@@ -274,10 +275,25 @@ async def _recorded(rt: Runtime, claimed: ClaimedDownload, chunks: Chunks) -> As
             yield chunk
     finally:
         async with rt.db.write() as session:
-            await session.execute(
+            admin_id = await session.scalar(
                 update(CardBatchDownload)
                 .where(CardBatchDownload.id == claimed.download_id)
                 .values(card_count=counted[0], sha256=digest.hexdigest())
+                .returning(CardBatchDownload.admin_id)
+            )
+            await outbox.emit(
+                session,
+                WebhookEvent.BATCH_DOWNLOADED,
+                rt.now(),
+                {
+                    "batch": outbox.batch_ref(claimed.batch_id, claimed.batch_no),
+                    "admin": {"id": str(admin_id)},
+                    "format": claimed.format.value,
+                    "fromSeq": claimed.from_seq,
+                    "toSeq": claimed.to_seq,
+                    "cardCount": counted[0],
+                    "sha256": digest.hexdigest(),
+                },
             )
         log.info(
             "batch %s downloaded (%s): %d codes",

@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from sqlalchemy import func, select
 
-from models import JobStatus, ProvisioningJob
+from models import DeliveryStatus, JobStatus, ProvisioningJob, WebhookDelivery
 from services.errors import DomainError
 from services.runtime import Runtime
 
@@ -89,6 +89,33 @@ CARD_BATCH_CARDS = Counter(
     namespace=NAMESPACE,
     registry=REGISTRY,
 )
+WEBHOOK_OUTCOMES = ("delivered", "retried", "failed", "disabled", "refused")
+WEBHOOK_DELIVERIES = Counter(
+    "webhook_deliveries",
+    "Webhook delivery attempts by endpoint id and outcome: delivered (2xx), retried (another answer, a "
+    "timeout or a connection error, with attempts left), failed (none left), disabled (the receiver "
+    "answered 410), refused (the URL's address is not allowed).",
+    ["endpoint", "outcome"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+WEBHOOK_SECONDS = Histogram(
+    "webhook_delivery_seconds",
+    "Time of one webhook POST by endpoint id, whatever its answer (a timeout counts at the timeout).",
+    ["endpoint"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+WEBHOOK_LAG_SECONDS = Histogram(
+    "webhook_delivery_lag_seconds",
+    "Time from a webhook's delivery being queued (with the change that caused it) to the receiver's 2xx, "
+    "by endpoint id.",
+    ["endpoint"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 36000),
+)
 
 # series that exist from the start, so rates and alerts see a zero rather than nothing
 for _outcome in ATTEMPT_OUTCOMES:
@@ -143,6 +170,16 @@ def provisioning_attempt(outcome: str) -> None:
     PROVISIONING_ATTEMPTS.labels(outcome).inc()
 
 
+def webhook_attempt(endpoint_id: int, outcome: str, seconds: float | None, lag: float | None) -> None:
+    """One delivery attempt's outcome (one of WEBHOOK_OUTCOMES), if a POST was made its time, and
+    for a delivered one the time since it was queued."""
+    WEBHOOK_DELIVERIES.labels(str(endpoint_id), outcome).inc()
+    if seconds is not None:
+        WEBHOOK_SECONDS.labels(str(endpoint_id)).observe(seconds)
+    if lag is not None:
+        WEBHOOK_LAG_SECONDS.labels(str(endpoint_id)).observe(lag)
+
+
 def card_batch_generated(cards: int, seconds: float) -> None:
     CARD_BATCH_SECONDS.observe(seconds)
     CARD_BATCH_CARDS.inc(cards)
@@ -151,6 +188,9 @@ def card_batch_generated(cards: int, seconds: float) -> None:
 # ---------------------------------------------------------------- the scrape
 
 _JOBS_BY_STATE = select(ProvisioningJob.status, func.count()).group_by(ProvisioningJob.status)
+_WEBHOOK_BACKLOG = select(func.count(), func.min(WebhookDelivery.created_at)).where(
+    WebhookDelivery.status == DeliveryStatus.PENDING
+)
 
 
 async def job_counts(rt: Runtime) -> dict[str, int] | None:
@@ -166,6 +206,19 @@ async def job_counts(rt: Runtime) -> dict[str, int] | None:
     for status, count in rows:
         counts[JobStatus(status).value] = count
     return counts
+
+
+async def webhook_backlog(rt: Runtime) -> tuple[int, float] | None:
+    """The outbox backlog: deliveries still PENDING and the age in seconds of the oldest (0 when
+    none); None if the database did not answer in time."""
+    try:
+        async with asyncio.timeout(JOB_COUNT_TIMEOUT_SECONDS), rt.db.read() as session:
+            count, oldest = (await session.execute(_WEBHOOK_BACKLOG)).one()
+    except Exception:
+        log.warning("metrics: could not count webhook deliveries", exc_info=True)
+        return None
+    age = 0.0 if oldest is None else max(0.0, (rt.now() - oldest).total_seconds())
+    return count, age
 
 
 class _Scrape:
@@ -194,5 +247,21 @@ async def exposition(rt: Runtime, accept: str | None) -> tuple[bytes, str]:
         for state, count in counts.items():
             jobs.add_metric([state], count)
         families.append(jobs)
+    backlog = await webhook_backlog(rt)
+    if backlog is not None:
+        families.append(
+            GaugeMetricFamily(
+                f"{NAMESPACE}_webhook_backlog",
+                "Webhook deliveries still PENDING (due or waiting to be retried), at scrape time.",
+                value=backlog[0],
+            )
+        )
+        families.append(
+            GaugeMetricFamily(
+                f"{NAMESPACE}_webhook_oldest_pending_seconds",
+                "Age of the oldest PENDING webhook delivery (0 when none), at scrape time.",
+                value=backlog[1],
+            )
+        )
     encode, content_type = choose_encoder(accept or "")
     return encode(_Scrape(families)), content_type  # type: ignore[arg-type]

@@ -195,6 +195,7 @@ async def redeem_card(rt: Runtime, caller: Caller, request: RedeemRequest) -> Re
             if attempt == ORDER_NO_ATTEMPTS:
                 raise
     rt.jobs_ready.set()
+    rt.webhooks_ready.set()
     order = redeemed.order
     log.info(
         "card of batch %s redeemed: order %s",

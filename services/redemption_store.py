@@ -9,7 +9,8 @@ concurrent redemptions exactly one wins), write the order, the redemption row, t
 and the key, take the model's stock (its CHECK (stock >= 0) refuses the last unit's race) and count
 the use (the batch's used count, the day's count, the member's count where the batch has a
 per-member limit (its CHECK (live_count <= cap) refuses the one too many, however many race), and the
-card's channel's used count). A key is reserved first on SQLite (a conditional insert: taken meanwhile, nothing else is
+card's channel's used count), and queue the card.redeemed webhook where an enabled endpoint wants
+it (services.webhook_outbox; nothing is written when none does). A key is reserved first on SQLite (a conditional insert: taken meanwhile, nothing else is
 written) and written with its order on PostgreSQL (taken meanwhile, the one statement fails and
 writes nothing); either way it is then read, to replay its order or refuse the other input.
 
@@ -26,6 +27,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     String,
+    Text,
     and_,
     bindparam,
     cast,
@@ -33,11 +35,13 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     true,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -64,9 +68,11 @@ from models import (
     ProgrammeRedemptionDay,
     ProvisioningJob,
     Redemption,
+    WebhookEvent,
     line_os_images,
 )
-from services import ratelimit
+from services import codes, ratelimit
+from services import webhook_outbox as outbox
 from services.errors import CardUnavailable, ErrorCode, IdempotencyConflict, OutOfStock
 from services.login_passwords import Sealed
 from services.validity import already_valid, still_valid
@@ -334,6 +340,34 @@ _QUEUED = literal(JobStatus.QUEUED.value, JOBS.c.status.type)
 _cipher = _param("password_cipher", JOBS.c.password_cipher)
 _key_version = _param("password_key_version", JOBS.c.password_key_version)
 
+_message_columns = ["message_id", "event", "payload", "created_at"]
+_delivery_columns = ["endpoint_id", "message_id", "status", "attempts", "next_attempt_at", "created_at"]
+_REDEEMED = literal(WebhookEvent.CARD_REDEEMED.value, outbox.MESSAGES.c.event.type)
+_DELIVERY_PENDING = literal("PENDING", outbox.DELIVERIES.c.status.type)
+_MASK = codes.masked("")
+
+
+def _subscribed() -> Any:
+    """card.redeemed as the subscriptions hold it (a bind of its own wherever it is used, so
+    PostgreSQL deduces one type for each)."""
+    return literal(WebhookEvent.CARD_REDEEMED.value, outbox.SUBSCRIPTIONS.c.event.type)
+
+
+def _wanted() -> Any:
+    """The enabled endpoints that asked for card.redeemed (a subquery of their ids)."""
+    return outbox.receivers(_subscribed()).subquery("wanted")
+
+
+def _deliveries(message_id: Any, select_from: Any) -> Any:
+    wanted = _wanted()
+    return insert(outbox.DELIVERIES).from_select(
+        _delivery_columns,
+        select(wanted.c.endpoint_id, message_id, _DELIVERY_PENDING, literal(0), _now, _now).select_from(
+            select_from.join(wanted, true()) if select_from is not None else wanted
+        ),
+    )
+
+
 CLAIMED = Shape(Card, "c")
 CLAIM = (
     update(CARDS)
@@ -467,10 +501,34 @@ def _in_one_statement() -> Sql:
         .where(SHARES.c.batch_id == claimed.c.c_batch_id, SHARES.c.channel_id == claimed.c.c_channel_id)
         .values(used_count=SHARES.c.used_count + 1)
     )
+    # card.redeemed, only where an endpoint wants it: the body made beforehand, with what only this
+    # statement knows (the order's id, the card's seq and masked code) set into it
+    payload = cast(_param("hook_payload", outbox.MESSAGES.c.payload), JSONB)
+    for path, value in (
+        ("{data,order,id}", func.to_jsonb(cast(placed.c.id, Text))),
+        ("{data,card,seq}", func.to_jsonb(claimed.c.c_seq)),
+        ("{data,card,maskedCode}", func.to_jsonb(literal(_MASK, Text) + claimed.c.c_last4)),
+    ):
+        payload = func.jsonb_set(payload, literal_column(f"'{path}'::text[]"), value)
+    noted = (
+        insert(outbox.MESSAGES)
+        .from_select(
+            _message_columns,
+            select(
+                _param("hook_message_id", outbox.MESSAGES.c.message_id), _REDEEMED, cast(payload, Text), _now
+            )
+            .select_from(both)
+            .where(outbox.anyone_wants(_subscribed())),
+        )
+        .returning(outbox.MESSAGES.c.id)
+        .cte("noted")
+    )
     statement = (
         select(*claimed.c, placed.c.id.label("order_id"))
         .select_from(both)
         .add_cte(
+            noted,
+            _deliveries(noted.c.id, noted).cte("sent"),
             logged.cte("logged"),
             queued.cte("queued"),
             kept.cte("kept"),
@@ -564,6 +622,22 @@ COUNT_SHARE_USED = Sql(
     .values(used_count=SHARES.c.used_count + 1)
 )
 
+QUEUE_MESSAGE = Sql(
+    insert(outbox.MESSAGES)
+    .from_select(
+        _message_columns,
+        select(
+            _param("hook_message_id", outbox.MESSAGES.c.message_id),
+            _REDEEMED,
+            _param("hook_payload", outbox.MESSAGES.c.payload),
+            _now,
+        ).where(outbox.anyone_wants(_subscribed())),
+    )
+    .returning(outbox.MESSAGES.c.id),
+    dialects=("sqlite",),
+)
+QUEUE_DELIVERIES = Sql(_deliveries(_param("message_pk", outbox.DELIVERIES.c.message_id), None))
+
 
 def programme_shard(card_id: int) -> int:
     """The row of the programme's day a redemption of this card counts in."""
@@ -639,7 +713,15 @@ class Write:
             "price_cents": cents(self.batch.reference_price),
             "password_cipher": self.password.cipher,
             "password_key_version": self.password.key_version,
+            "hook_message_id": outbox.new_message_id(),
         }
+
+    def payload(self, order: Order, card: dict[str, Any]) -> str:
+        """card.redeemed's body. Its card part (seq, masked code) and the order's id are known
+        once the card is claimed and the order made: given here on SQLite, set in the statement
+        on PostgreSQL."""
+        data = outbox.redeemed_data(card, self.batch, order, self.now)
+        return outbox.body(WebhookEvent.CARD_REDEEMED, self.now, data)
 
     def run(self, codec: Codec) -> Plan[Redeemed]:
         """Claim the card (conditional: UNUSED, batch ACTIVE and still valid), write the order, the
@@ -686,7 +768,8 @@ class Write:
         return (yield from kept_order(codec, self.member_id, self.key, self.request_hash))
 
     def _in_one_statement(self, order: Order, given: dict[str, Any]) -> Plan[Row | None]:
-        rows = yield REDEEM_IN_ONE, given
+        card = {"id": self.card_id, "batch_id": self.batch.id, "seq": None, "last4": None}
+        rows = yield REDEEM_IN_ONE, {**given, "hook_payload": self.payload(order, card)}
         if not rows:
             return None
         order.id = rows[0]["order_id"]
@@ -722,6 +805,15 @@ class Write:
             yield COUNT_HELD, given
         if claimed[0]["c_channel_id"] is not None:
             yield COUNT_SHARE_USED, {**given, "channel_id": claimed[0]["c_channel_id"]}
+        card = {
+            "id": self.card_id,
+            "batch_id": self.batch.id,
+            "seq": claimed[0]["c_seq"],
+            "last4": claimed[0]["c_last4"],
+        }
+        noted = yield QUEUE_MESSAGE, {**given, "hook_payload": self.payload(order, card)}
+        if noted:
+            yield QUEUE_DELIVERIES, {**given, "message_pk": noted[0]["id"]}
         return claimed[0]
 
     def _explain_lost_claim(self, codec: Codec) -> Plan[None]:

@@ -54,6 +54,8 @@ class Runtime:
     clock: Callable[[], datetime] = _utcnow
     # set after a commit that queued provisioning work, so an in-process worker starts at once
     jobs_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # set after a commit that queued webhooks (a redemption's), so an in-process worker sends at once
+    webhooks_ready: asyncio.Event = field(default_factory=asyncio.Event)
     # bearer token -> (viewer, good until): see services.accounts.viewer_for_token
     viewer_cache: ViewerCache = field(default_factory=lambda: ViewerCache(10_000))
     # portal identity (issuer, sub) -> its user's id (services.portal): an identity never moves to

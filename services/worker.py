@@ -1,5 +1,6 @@
 """The provisioning worker (RULES §5): the loop that claims due jobs and runs them a few at a time,
-its periodic housekeeping, and the name it signs its jobs with. How a job is claimed and run is
+beside it the loop that sends webhooks (RULES-v2 §2, `services/webhook_delivery.py`), its periodic
+housekeeping, and the name it signs its jobs with. How a job is claimed and run is
 `services/provisioning_jobs.py`.
 """
 
@@ -16,6 +17,8 @@ from services.provisioners import Provisioner
 from services.provisioning_jobs import ClaimedJob, claim_job, log_extra, run_job
 from services.redemption import purge_idempotency_keys
 from services.runtime import Runtime
+from services.webhook_delivery import run_deliveries
+from services.webhooks import clear_previous_secrets
 
 log = logging.getLogger("tihuo.provisioning")
 
@@ -49,6 +52,10 @@ async def run_worker(
         extra={"event": "worker.start", "worker": worker_id},
     )
     next_housekeeping = 0.0
+    webhooks = asyncio.create_task(
+        run_deliveries(rt, worker_id=worker_id, stop=stop, poll_seconds=poll_seconds),
+        name="webhook-deliveries",
+    )
     try:
         while not stop.is_set():
             if (now := asyncio.get_running_loop().time()) >= next_housekeeping:
@@ -77,8 +84,9 @@ async def run_worker(
     finally:
         for task in running:
             task.cancel()
-        if running:
-            await asyncio.gather(*running, return_exceptions=True)
+        # the deliveries in flight are handed back, as the jobs are
+        webhooks.cancel()
+        await asyncio.gather(*running, webhooks, return_exceptions=True)
         await _close(worker_id, provisioner, notifier)
         log.info("worker %s stopped", worker_id, extra={"event": "worker.stop", "worker": worker_id})
 
@@ -99,9 +107,11 @@ async def _close(worker_id: str, *holders: Provisioner | Notifier) -> None:
 
 
 async def _housekeeping(rt: Runtime, worker_id: str) -> None:
-    """Periodic tidying that belongs to no request: expired idempotency keys."""
+    """Periodic tidying that belongs to no request: expired idempotency keys, webhook secrets whose
+    overlap after a rotation has ended."""
     try:
         removed = await purge_idempotency_keys(rt)
+        await clear_previous_secrets(rt)
     except Exception:
         log.exception(
             "worker %s: housekeeping failed", worker_id, extra={"event": "worker.housekeeping_error"}
