@@ -28,7 +28,7 @@ from models import (
     Redemption,
     Role,
 )
-from services import audit
+from services import audit, order_events
 from services.errors import InvalidState, NotFound
 from services.paging import Page, keyset_page, page_request
 from services.redemption_store import cents, programme_shard
@@ -58,6 +58,7 @@ async def _leave_failed(session: AsyncSession, order: Order, status: OrderStatus
     )
     if changed.rowcount != 1:
         raise InvalidState(key="INVALID_STATE.order_not_failed")
+    await order_events.status_changed(session, order.id, status)
 
 
 async def retry_provisioning(rt: Runtime, caller: Caller, order_id: str) -> Order:

@@ -37,7 +37,7 @@ from models import (
     Region,
     User,
 )
-from services import metrics
+from services import metrics, order_events
 from services.notifiers import Notifier, sms_text
 from services.provisioners import Provisioner, ProvisionRequest, ProvisionResult, Refused, TransientFailure
 from services.runtime import Runtime
@@ -188,6 +188,7 @@ async def claim_job(rt: Runtime, worker_id: str) -> ClaimedJob | None:
             .values(status=OrderStatus.PROVISIONING)
             .execution_options(synchronize_session=False)
         )
+        await order_events.status_changed(session, job.order_id, OrderStatus.PROVISIONING)
         row = (
             await session.execute(
                 select(Order, Line, Region.name, OsImage.code, User.phone, CardBatch.months)
@@ -337,6 +338,7 @@ async def _record_active(rt: Runtime, job: ClaimedJob, result: ProvisionResult) 
             .values(status=OrderStatus.ACTIVE, activated_at=now, failure_reason=None)
             .execution_options(synchronize_session=False)
         )
+        await order_events.status_changed(session, job.order_id, OrderStatus.ACTIVE)
     log.info(
         "order %s: active (ip %s, attempt %d)",
         job.order_no,
@@ -360,6 +362,7 @@ async def _record_failed(rt: Runtime, job: ClaimedJob, reason: str, event: str) 
             .values(status=OrderStatus.FAILED, failure_reason=reason)
             .execution_options(synchronize_session=False)
         )
+        await order_events.status_changed(session, job.order_id, OrderStatus.FAILED)
     log.warning("order %s: failed: %s", job.order_no, reason, extra=log_extra(job, event))
     metrics.provisioning_attempt("failed")
 
@@ -419,6 +422,7 @@ async def _requeue(rt: Runtime, job: ClaimedJob, *, run_after: datetime, error: 
             .values(status=OrderStatus.PENDING)
             .execution_options(synchronize_session=False)
         )
+        await order_events.status_changed(session, job.order_id, OrderStatus.PENDING)
     return True
 
 

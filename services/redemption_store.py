@@ -68,6 +68,7 @@ from models import (
 )
 from services import ratelimit
 from services.errors import CardUnavailable, ErrorCode, IdempotencyConflict, OutOfStock
+from services.order_events import notify_column
 from services.validity import already_valid, still_valid
 
 CARDS = Card.__table__
@@ -451,7 +452,12 @@ def _in_one_statement() -> Sql:
         .values(used_count=SHARES.c.used_count + 1)
     )
     statement = (
-        select(*claimed.c, placed.c.id.label("order_id"))
+        select(
+            *claimed.c,
+            placed.c.id.label("order_id"),
+            # the new PENDING order announced to live subscriptions, delivered at the commit
+            notify_column(placed.c.id, _member, OrderStatus.PENDING).label("notified"),
+        )
         .select_from(both)
         .add_cte(
             logged.cte("logged"),

@@ -1,0 +1,95 @@
+"""An order's status changed: announced to the live subscriptions (services/live.py, RULES-v2 §4).
+
+`status_changed` is called in the same unit of work, right after every statement that changes an
+order's status. On PostgreSQL it adds `pg_notify` to the transaction (delivered when it commits,
+never when it rolls back) on one channel with a small payload, `order:member:STATUS`; every API
+process LISTENs on one connection of its own (`relay`) and fans the notices out in-process. On
+SQLite, where the API and its worker share one process, the notice goes to the process's hub
+once the transaction has committed. The redemption's write makes the PENDING order without this
+function: its PostgreSQL statement notifies itself (`notify_column`), and on SQLite the service
+calls `order_placed` after the commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import String, cast, func, literal_column, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db import Database
+from core.notify import Hub, Listener
+from models import Order, OrderStatus
+
+CHANNEL = "tihuo_orders"
+
+
+@dataclass(frozen=True)
+class OrderNotice:
+    order_id: int
+    member_id: int
+    status: OrderStatus
+
+    @property
+    def keys(self) -> tuple[tuple[str, int], ...]:
+        """Who is waiting for it: watchers of the order, and of its member's orders."""
+        return (("order", self.order_id), ("member", self.member_id))
+
+    @classmethod
+    def parse(cls, payload: str) -> OrderNotice | None:
+        order_id, _, rest = payload.partition(":")
+        member_id, _, status = rest.partition(":")
+        try:
+            return cls(int(order_id), int(member_id), OrderStatus(status))
+        except ValueError:
+            return None
+
+
+def notify_column(order_id: Any, member_id: Any, status: OrderStatus) -> Any:
+    """PostgreSQL: the `pg_notify` call announcing `status` for the order, for a statement's select
+    list (a CTE that only selects would never run). `status` is one of the enum's own values."""
+    payload = func.concat_ws(
+        literal_column("':'"),
+        cast(order_id, String),
+        cast(member_id, String),
+        literal_column(f"'{OrderStatus(status).value}'"),
+    )
+    return func.pg_notify(literal_column(f"'{CHANNEL}'"), payload)
+
+
+async def status_changed(session: AsyncSession, order_id: int, status: OrderStatus) -> None:
+    """Announce, when `session`'s transaction commits, that the order's status is now `status`."""
+    database = Database.of(session)
+    if not database.is_sqlite:
+        await session.execute(
+            select(notify_column(Order.id, Order.member_id, status)).where(Order.id == order_id)
+        )
+        return
+    member_id = await session.scalar(select(Order.member_id).where(Order.id == order_id))
+    if member_id is not None:
+        notice = OrderNotice(order_id, member_id, OrderStatus(status))
+        database.after_commit(session, lambda: publish(database.hub, notice))
+
+
+def order_placed(database: Database, order: Order) -> None:
+    """After the redemption's commit: its new PENDING order (on PostgreSQL the statement said so)."""
+    if database.is_sqlite:
+        publish(database.hub, OrderNotice(order.id, order.member_id, OrderStatus.PENDING))
+
+
+def publish(hub: Hub, notice: OrderNotice) -> None:
+    hub.publish(notice.keys, notice)
+
+
+def relay(database: Database) -> Listener:
+    """PostgreSQL: the process's one LISTEN connection, feeding its hub; after a reconnect every
+    watcher reads its orders again (notices sent meanwhile are lost)."""
+    hub = database.hub
+
+    def received(payload: str) -> None:
+        notice = OrderNotice.parse(payload)
+        if notice is not None:
+            publish(hub, notice)
+
+    return Listener(database.connect_asyncpg, CHANNEL, received, hub.all_missed)
