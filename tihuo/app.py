@@ -4,6 +4,7 @@ HTTP edge (tihuo/edge.py) around them all."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -14,14 +15,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from core.db import database_from_settings
 from core.keys import Keys
 from core.messages import pick_locale, render
 from core.settings import Settings, load_settings
 from schema.root import build_schema
-from services import downloads, metrics, worker
+from services import downloads, metrics, order_events, worker
 from services.notifiers import notifier_from_settings
 from services.provisioners import provisioner_from_settings
 from services.runtime import Runtime
@@ -38,6 +39,8 @@ from tihuo.observability import configure_logging
 from tihuo.persisted import PersistedDocuments, load_manifest
 
 log = logging.getLogger("tihuo.app")
+# how long start-up waits for the LISTEN connection before serving anyway
+LISTEN_WAIT_SECONDS = 10
 _HTTP_CODES = {404: ("NOT_FOUND", "http.not_found"), 405: ("METHOD_NOT_ALLOWED", "http.method")}
 
 
@@ -127,6 +130,9 @@ def create_app(
         body, content_type = await metrics.exposition(rt, request.headers.get("accept"))
         return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
 
+    # PostgreSQL: the process's one connection LISTENing for order changes (services.order_events)
+    listener = None if rt.db.is_sqlite else order_events.relay(rt.db)
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         if owns_runtime:
@@ -143,6 +149,14 @@ def create_app(
         gc.collect()
         gc.freeze()
         stop = asyncio.Event()
+        relaying = None
+        if not rt.db.is_sqlite:
+            # live subscriptions hear of changes made by any process through one LISTEN connection
+            relaying = asyncio.create_task(listener.run(), name="order-notices")
+            try:
+                await asyncio.wait_for(listener.listening.wait(), LISTEN_WAIT_SECONDS)
+            except TimeoutError:
+                log.warning("not yet listening for order changes; live subscriptions wait for it")
         running = None
         if start_worker:
             running = asyncio.create_task(
@@ -163,13 +177,20 @@ def create_app(
                 stop.set()
                 # the worker closes its provisioner's and notifier's connections as it returns
                 await running
+            if relaying is not None:
+                relaying.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relaying
             if owns_runtime:
                 await rt.db.dispose()
             gc.unfreeze()
 
+    view = TihuoGraphQL(schema, rt, persisted)
     app = Starlette(
         routes=[
-            Route("/graphql", TihuoGraphQL(schema, rt, persisted), methods=["GET", "POST"]),
+            Route("/graphql", view, methods=["GET", "POST"]),
+            # subscriptions (graphql-transport-ws) on the same path
+            WebSocketRoute("/graphql", view),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/downloads/{token}", download, methods=["GET"]),
             *([Route("/metrics", metrics_page, methods=["GET"])] if config.metrics_enabled else []),
@@ -190,4 +211,5 @@ def create_app(
     app.add_middleware(preflight.ReportStartupFailure)
     app.state.runtime = rt
     app.state.schema = schema
+    app.state.listener = listener
     return app
