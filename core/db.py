@@ -167,9 +167,12 @@ class Database:
         database: Database = session.info[DATABASE]
         return database
 
-    async def connect_asyncpg(self) -> asyncpg.Connection:
-        """PostgreSQL: a connection of its own, outside every pool (core.notify's listener)."""
-        return await asyncpg.connect(server_settings=self._server_settings, **self._asyncpg_options())
+    async def connect_asyncpg(self, name: str) -> asyncpg.Connection:
+        """PostgreSQL: a connection of its own, outside every pool (core.notify's listener), named
+        `name` in pg_stat_activity."""
+        return await asyncpg.connect(
+            server_settings={**self._server_settings, "application_name": name}, **self._asyncpg_options()
+        )
 
     def _asyncpg_options(self) -> dict[str, object]:
         _, options = self.engine.dialect.create_connect_args(make_url(self.url))

@@ -146,8 +146,9 @@ class Listener:
         self._on_payload = on_payload
         self._on_reconnect = on_reconnect
         self._retry_seconds = retry_seconds
-        # set while LISTEN is in place (tests and the bench wait for it)
+        # set while LISTEN is in place (start-up waits for it); how often it had to connect again
         self.listening = asyncio.Event()
+        self.reconnects = 0
 
     def _received(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         try:
@@ -167,6 +168,7 @@ class Listener:
                 await connection.add_listener(self._channel, self._received)
                 self.listening.set()
                 if connected_before:
+                    self.reconnects += 1
                     self._on_reconnect()
                 connected_before = True
                 await lost.wait()

@@ -23,6 +23,8 @@ from core.notify import Hub, Listener
 from models import Order, OrderStatus
 
 CHANNEL = "tihuo_orders"
+# the LISTEN connection's application_name (pg_stat_activity)
+LISTENER_NAME = "tihuo-notices"
 
 
 @dataclass(frozen=True)
@@ -92,4 +94,4 @@ def relay(database: Database) -> Listener:
         if notice is not None:
             publish(hub, notice)
 
-    return Listener(database.connect_asyncpg, CHANNEL, received, hub.all_missed)
+    return Listener(lambda: database.connect_asyncpg(LISTENER_NAME), CHANNEL, received, hub.all_missed)
