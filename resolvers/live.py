@@ -28,7 +28,7 @@ async def my_order_updates(info: Info) -> AsyncGenerator[OrderType, None]:
 
 
 def _signin(ctx: Context) -> Signin:
-    return Signin(ctx.caller, ctx.token)
+    return Signin.of(ctx.rt, ctx.caller, ctx.token)
 
 
 async def _typed(ctx: Context, orders: AsyncIterator[Order]) -> AsyncGenerator[OrderType, None]:

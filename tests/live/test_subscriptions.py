@@ -240,7 +240,7 @@ async def test_an_inbox_that_overflows_reads_again_instead_of_queueing():
 async def test_a_slow_subscriber_gets_the_order_now_after_missing_notices(rt, member):
     rt.settings = rt.settings.model_copy(update={"live_queue_limit": 8})
     placed = await place_order(rt, member.id)
-    signin = live_service.Signin(caller=Caller(viewer=member.viewer), token=member.token)
+    signin = live_service.Signin.of(rt, Caller(viewer=member.viewer), member.token)
     stream = await live_service.watch_order(rt, signin, str(placed.order_id))
     assert (await anext(stream)).status is OrderStatus.PENDING
     job = await claim_job(rt, "w1")
