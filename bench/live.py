@@ -46,15 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.cards import PG_URL, SECRET, fresh_postgres  # noqa: E402
-from bench.redeem import (  # noqa: E402
-    REDEEM,
-    batch_codes,
-    cloud_server_batch,
-    db_scalar,
-    drive,
-    free_port,
-    start_server,
-)
+from bench.redeem import REDEEM, batch_codes, cloud_server_batch, db_scalar, drive, free_port  # noqa: E402
 from core.db import Database  # noqa: E402
 from core.keys import Keys  # noqa: E402
 from core.security import TokenClaims, issue_token  # noqa: E402
@@ -64,7 +56,7 @@ from services import redemption  # noqa: E402
 from services.accounts import create_user  # noqa: E402
 from services.catalog_loading import load_catalog_text  # noqa: E402
 from services.runtime import Caller, Runtime  # noqa: E402
-from tests.processes import rss_mib  # noqa: E402
+from tests.processes import UVICORN, rss_mib  # noqa: E402
 from tihuo.migrate import migrate  # noqa: E402
 
 CATALOG = ROOT / "tests" / "fixtures" / "catalog.toml"
@@ -94,7 +86,9 @@ async def setup(backend: str, workdir: Path, subscribers: int) -> tuple[Runtime,
     db = Database(url)
     await migrate(db.write_engine)
     rt = Runtime(db=db, settings=settings, keys=Keys.from_secret(settings.secret))
-    await load_catalog_text(db, CATALOG.read_text(encoding="utf-8"))
+    # the example catalog, but with room on its line for every order's address (it has a /24)
+    catalog = CATALOG.read_text(encoding="utf-8").replace('"198.51.100.0/24"', '"10.64.0.0/16"')
+    await load_catalog_text(db, catalog)
     admin = Caller(
         viewer=await create_user(rt, username="bench-admin", password="bench password 1", role=Role.ADMIN)
     )
@@ -120,11 +114,21 @@ async def setup(backend: str, workdir: Path, subscribers: int) -> tuple[Runtime,
 
 def serve_with_worker(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
     """`tihuo serve`: an API process with the provisioning worker in it, its log lines in `log`."""
-    with log.open("wb") as written:
+    return start([sys.executable, "-m", "tihuo.cli", "serve", "--port", str(port)], env, port, log)
+
+
+def start_api(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    """An API process without a worker, as the README deploys it (tests.processes.UVICORN)."""
+    command = [sys.executable, *UVICORN, "--port", str(port), "--log-level", "warning"]
+    return start(command, env, port, None)
+
+
+def start(command: list[str], env: dict[str, str], port: int, log: Path | None) -> subprocess.Popen[bytes]:
+    with (log or Path(os.devnull)).open("wb") as written:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tihuo.cli", "serve", "--port", str(port)],
+            command,
             cwd=ROOT,
-            env={**env, "PYTHONPATH": str(ROOT), "TIHUO_LOG_LEVEL": "INFO"},
+            env={**env, "PYTHONPATH": str(ROOT), "TIHUO_LOG_LEVEL": "INFO" if log else "WARNING"},
             stdout=subprocess.DEVNULL,
             stderr=written,
         )
@@ -136,7 +140,7 @@ def serve_with_worker(env: dict[str, str], port: int, log: Path) -> subprocess.P
         except OSError:
             time.sleep(0.1)
     process.kill()
-    raise RuntimeError("tihuo serve did not start")
+    raise RuntimeError(f"{command} did not start")
 
 
 class Subscriber:
@@ -242,7 +246,7 @@ async def run(backend: str, subscribers: int, seconds: float) -> None:
             served = serve_with_worker(env, port, worker_log)
             processes.append(served)
         else:
-            served = start_server("tihuo.app:create_app", env, port)
+            served = start_api(env, port)
             processes += [served, serve_with_worker(env, free_port(), worker_log)]
         ws_url = f"ws://127.0.0.1:{port}/graphql"
         try:
@@ -270,7 +274,7 @@ async def run(backend: str, subscribers: int, seconds: float) -> None:
             delays = [(arrived[order] - committed[order]) * 1000 for order in arrived]
             span = max(committed.values()) - min(committed.values())
             print(
-                f"  commit -> message for {len(delays)} orders turning ACTIVE: "
+                f"  commit -> message for {len(delays)} of {subscribers} orders turning ACTIVE: "
                 f"p50 {statistics.median(delays):.1f} ms, p99 {percentile(delays, 0.99):.1f} ms, "
                 f"max {max(delays):.1f} ms (the worker turned them ACTIVE over {span:.1f} s, "
                 f"{len(delays) / max(span, 0.001):.0f}/s)",
@@ -284,7 +288,7 @@ async def run(backend: str, subscribers: int, seconds: float) -> None:
                 process.wait(20)
             if backend == "sqlite":
                 port = free_port()
-                processes.append(start_server("tihuo.app:create_app", env, port))
+                processes.append(start_api(env, port))
                 ws_url = f"ws://127.0.0.1:{port}/graphql"
             url = f"http://127.0.0.1:{port}/graphql"
             tokens = [token for token, _ in members]

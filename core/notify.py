@@ -3,9 +3,9 @@
 A `Hub` fans notices out to the `Inbox`es subscribed to their keys. An inbox holds at most `limit`
 notices: a reader that falls further behind is not queued for without bound, it is told once
 that it missed some (`MISSED`) and reads what it watches again. `Listener` keeps ONE asyncpg
-connection per process LISTENing on a channel, hands each payload to a callback and, after it
-lost the connection and made a new one (notices may have been sent meanwhile), says so, so every
-inbox can be marked as having missed some.
+connection per process LISTENing on a channel, hands each payload to a callback and, whenever it
+has (again) made the connection (notices may have been sent while there was none), says so, so
+every inbox can be marked as having missed some.
 
 Knows nothing of what the notices mean: the services give the keys and read the payloads.
 """
@@ -129,22 +129,22 @@ class Hub:
 class Listener:
     """One dedicated asyncpg connection LISTENing on `channel`, made again whenever it is lost.
 
-    `on_payload` is called with each notification's payload on the event loop; `on_reconnect`
-    after every connection but the first, once LISTEN is in place again."""
+    `on_payload` is called with each notification's payload on the event loop; `on_connected`
+    each time LISTEN is in place (again): what was sent while nobody listened is lost."""
 
     def __init__(
         self,
         connect: Callable[[], Any],
         channel: str,
         on_payload: Callable[[str], None],
-        on_reconnect: Callable[[], None],
+        on_connected: Callable[[], None],
         *,
         retry_seconds: float = 1.0,
     ) -> None:
         self._connect = connect
         self._channel = channel
         self._on_payload = on_payload
-        self._on_reconnect = on_reconnect
+        self._on_connected = on_connected
         self._retry_seconds = retry_seconds
         # set while LISTEN is in place (start-up waits for it); how often it had to connect again
         self.listening = asyncio.Event()
@@ -167,10 +167,9 @@ class Listener:
                 connection.add_termination_listener(lambda _, lost=lost: lost.set())
                 await connection.add_listener(self._channel, self._received)
                 self.listening.set()
-                if connected_before:
-                    self.reconnects += 1
-                    self._on_reconnect()
+                self.reconnects += connected_before
                 connected_before = True
+                self._on_connected()
                 await lost.wait()
                 log.warning(
                     "the notice connection was lost; connecting again", extra={"event": "notify.lost"}

@@ -150,13 +150,14 @@ def create_app(
         gc.freeze()
         stop = asyncio.Event()
         relaying = None
-        if not rt.db.is_sqlite:
+        if listener is not None:
             # live subscriptions hear of changes made by any process through one LISTEN connection
             relaying = asyncio.create_task(listener.run(), name="order-notices")
             try:
                 await asyncio.wait_for(listener.listening.wait(), LISTEN_WAIT_SECONDS)
             except TimeoutError:
-                log.warning("not yet listening for order changes; live subscriptions wait for it")
+                # it keeps trying; once it listens, every subscriber reads its orders again
+                log.warning("not yet listening for order changes", extra={"event": "notify.late"})
         running = None
         if start_worker:
             running = asyncio.create_task(
