@@ -19,7 +19,8 @@ Per back-end, on a fresh database:
      it (the worker's processes are stopped; on SQLite a uvicorn API process takes the place of
      `tihuo serve`): 16 clients, each taking turns among its members' tokens, in turns of
      SECONDS/4, without any subscriber, then with every member subscribed to myOrderUpdates (each
-     redemption's PENDING order reaches one subscriber), twice each; the ratio of the two.
+     redemption's PENDING order reaches one subscriber; measured once the server has set them
+     all up), twice each; the ratio of the two, and the server's CPU time per redemption.
 PostgreSQL: TIHUO_BENCH_POSTGRES_URL (default …/tihuo_bench, created when missing, reset).
 """
 
@@ -218,6 +219,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def settled(pid: int) -> None:
+    """Until the process is (nearly) idle: the subscriptions it was sent are all set up."""
+    while True:
+        before = cpu_seconds(pid)
+        await asyncio.sleep(0.5)
+        if cpu_seconds(pid) - before < 0.05:
+            return
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, int(len(ordered) * share) - 1)]
@@ -254,6 +264,7 @@ async def run(backend: str, subscribers: int, seconds: float) -> None:
             rss_before = rss_mib(served.pid)
             watchers = [Subscriber(ws_url, token) for token, _ in members]
             await open_all(watchers, ORDER_UPDATES, [{"id": str(order)} for _, order in members], True)
+            await settled(served.pid)
             rss_after = rss_mib(served.pid)
             print(
                 f"  server RSS: {rss_before:.0f} MiB before, {rss_after:.0f} MiB with {subscribers} "
@@ -307,6 +318,8 @@ async def run(backend: str, subscribers: int, seconds: float) -> None:
                         live = [Subscriber(ws_url, token) for token in tokens]
                         await open_all(live, MY_ORDER_UPDATES, [{}] * len(live), False)
                         draining = [asyncio.create_task(s.drain()) for s in live]
+                        # measured once every subscription is set up, not while they are
+                        await settled(processes[-1 if backend == "sqlite" else 0].pid)
                     batch = [next(work) for _ in range(int(seconds / 4 * 600))]
                     cpu = cpu_seconds(processes[-1 if backend == "sqlite" else 0].pid)
                     done = await drive(url, REDEEM, batch, turns, seconds / 4, "RedeemCardSuccess")
