@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from core.files import private_file, tighten_file
+from core.notify import Hub
 from core.settings import Settings
 from core.sql import POSTGRES, SQLITE, Codec, Plan, Sql
 
@@ -38,6 +39,9 @@ WRITE_CHECK_BUSY_TIMEOUT_MS = 200
 READER_THREADS = 2
 # connections of the PostgreSQL hot-path pool, beside SQLAlchemy's (10, up to 20)
 HOT_POOL_SIZE = 10
+# where a write session keeps its database and the callbacks to run after its commit
+DATABASE = "tihuo.database"
+AFTER_COMMIT = "tihuo.after_commit"
 # a unique or primary-key constraint (sqlite3.IntegrityError.sqlite_errorcode)
 _SQLITE_DUPLICATE = {sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY}
 
@@ -121,8 +125,13 @@ class Database:
             self._hot_pool: asyncpg.Pool | None = None
             self._hot_pool_made = asyncio.Lock()
         self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
+        # a write session knows its database, so what it changed can be announced on its hub
+        self._write_sessions = async_sessionmaker(
+            self.write_engine, expire_on_commit=False, info={DATABASE: self}
+        )
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        # change notices inside this process (core.notify); on PostgreSQL fed by a LISTEN connection
+        self.hub = Hub()
 
     @property
     def dialect(self) -> str:
@@ -136,13 +145,41 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        """One transaction that commits on success and rolls back on any exception."""
+        """One transaction that commits on success and rolls back on any exception. What was
+        handed to `after_commit` runs once it committed (never after a rollback)."""
         if self._write_lock is None:
             async with self._write_sessions.begin() as session:
                 yield session
-            return
-        async with self._write_lock, self._write_sessions.begin() as session:
-            yield session
+        else:
+            async with self._write_lock, self._write_sessions.begin() as session:
+                yield session
+        for callback in session.info.pop(AFTER_COMMIT, ()):
+            callback()
+
+    @staticmethod
+    def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+        """Run `callback` after `session`'s transaction commits (a write session of `write()`)."""
+        session.info.setdefault(AFTER_COMMIT, []).append(callback)
+
+    @staticmethod
+    def of(session: AsyncSession) -> Database:
+        """The database a write session of `write()` belongs to."""
+        database: Database = session.info[DATABASE]
+        return database
+
+    async def connect_asyncpg(self, name: str) -> asyncpg.Connection:
+        """PostgreSQL: a connection of its own, outside every pool (core.notify's listener), named
+        `name` in pg_stat_activity."""
+        return await asyncpg.connect(
+            server_settings={**self._server_settings, "application_name": name}, **self._asyncpg_options()
+        )
+
+    def _asyncpg_options(self) -> dict[str, object]:
+        _, options = self.engine.dialect.create_connect_args(make_url(self.url))
+        # SQLAlchemy's own options for its asyncpg adapter, not asyncpg's
+        options.pop("prepared_statement_cache_size", None)
+        options.pop("prepared_statement_name_func", None)
+        return dict(options)
 
     async def run_write(self, plan: Callable[[Codec], Plan[T]]) -> T:
         """Run `plan(codec)` as one write transaction: committed when the plan returns, rolled back
@@ -272,16 +309,12 @@ class Database:
         if self._hot_pool is None:
             async with self._hot_pool_made:
                 if self._hot_pool is None:
-                    _, options = self.engine.dialect.create_connect_args(make_url(self.url))
-                    # SQLAlchemy's own options for its asyncpg adapter, not asyncpg's
-                    options.pop("prepared_statement_cache_size", None)
-                    options.pop("prepared_statement_name_func", None)
                     self._hot_pool = await asyncpg.create_pool(
                         min_size=1,
                         max_size=HOT_POOL_SIZE,
                         reset=_keep_session,
                         server_settings=self._server_settings,
-                        **options,
+                        **self._asyncpg_options(),
                     )
         return self._hot_pool
 

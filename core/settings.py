@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     token_ttl_seconds: int = Field(default=12 * 3600, ge=60)
     # how long a checked token is trusted without reading its user again (0: never)
     token_cache_seconds: int = Field(default=5, ge=0)
+    # live order status (services/live.py): a subscriber's queue of notices before it falls back to
+    # reading its orders again; how often a subscription's token is checked again; the keep-alive
+    # ping every idle WebSocket is sent (0: none)
+    live_queue_limit: int = Field(default=16, ge=1)
+    live_recheck_seconds: float = Field(default=30, gt=0)
+    ws_ping_seconds: float = Field(default=15, ge=0)
     # how long redeemCard's idempotency keys are kept (RULES §4: at least 24 hours)
     idempotency_key_hours: int = Field(default=48, ge=24)
     # argon2id cost; the defaults follow RFC 9106's second recommendation (64 MiB, 3 passes)

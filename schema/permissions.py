@@ -30,17 +30,24 @@ _CHECKS = {audience: _permission(audience) for audience in Audience if audience 
 
 
 def guarded(
-    audience: Audience, *, description: str, note: str | None = None, catalog: bool = False, **kwargs: Any
+    audience: Audience,
+    *,
+    description: str,
+    note: str | None = None,
+    catalog: bool = False,
+    subscription: bool = False,
+    **kwargs: Any,
 ) -> Any:
     """A field for `audience`; `note` replaces the audience line where the rule needs more words
     (e.g. "Admins see any; a member only their own"). `catalog`: a read whose answer is the same
     for everyone in the audience and changes rarely, which a GET's answer may let a cache keep
-    (schema.caching)."""
+    (schema.caching). `subscription`: a Subscription field (its resolver gives a stream)."""
     checks = [] if audience is Audience.ANYONE else [_CHECKS[audience]]
     return strawberry.field(
         description=f"{description} {note or NOTES[audience]}",
         permission_classes=checks,
         metadata={AUDIENCE: audience, CATALOG: catalog},
+        is_subscription=subscription,
         **kwargs,
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import strawberry
@@ -11,7 +11,7 @@ from strawberry.extensions.query_depth_limiter import create_validator as depth_
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionResult
 
-from resolvers import accounts, cards, catalog, programme, redemption, webhooks
+from resolvers import accounts, cards, catalog, live, programme, redemption, webhooks
 from resolvers import orders as order_resolvers  # `orders` is also a Query field
 from schema.accounts import ChangePasswordResult, LoginResult, ViewerType
 from schema.audit import AuditEntryConnection
@@ -252,6 +252,24 @@ class Mutation:
     )
 
 
+@strawberry.type(description="Live order status over graphql-transport-ws at /graphql (RULES-v2 §4).")
+class Subscription:
+    order_updates: AsyncGenerator[OrderType, None] = guarded(
+        Audience.SIGNED_IN,
+        resolver=live.order_updates,
+        subscription=True,
+        description="The order now, then again every time its status changes; ends after ACTIVE, FAILED "
+        "or CANCELLED.",
+        note="Member: own orders; admin: any.",
+    )
+    my_order_updates: AsyncGenerator[OrderType, None] = guarded(
+        Audience.MEMBER,
+        resolver=live.my_order_updates,
+        subscription=True,
+        description="Every status change of the signed-in member's orders, as it happens.",
+    )
+
+
 class TihuoSchema(strawberry.Schema):
     documents: DocumentCache
     # the Query fields a GET's answer may let the asker's cache keep (schema.caching)
@@ -272,6 +290,21 @@ class TihuoSchema(strawberry.Schema):
             result.errors = shape_errors(result.errors, kwargs.get("context_value"))
         return result
 
+    async def stream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:  # type: ignore[override]
+        """A subscription's results (graphql-transport-ws), their errors shaped as execute's are."""
+        results = await super().stream(*args, **kwargs)
+        return _shaped(results, kwargs.get("context_value"))
+
+
+async def _shaped(results: Any, context: Any) -> AsyncGenerator[Any, None]:
+    try:
+        async for result in results:
+            if getattr(result, "errors", None):
+                result.errors = shape_errors(result.errors, context)
+            yield result
+    finally:
+        await results.aclose()
+
 
 def build_schema(
     *,
@@ -290,6 +323,7 @@ def build_schema(
     schema = TihuoSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         config=StrawberryConfig(auto_camel_case=True, scalar_map=SCALAR_MAP),
         exception_handlers=marking_business_errors(EXCEPTION_HANDLERS),
         extensions=[

@@ -18,7 +18,7 @@ from core.db import DuplicateKey
 from core.ids import parse_id
 from core.messages import product_name
 from models import CardBatch, IdempotencyKey, Order, OsImage, ProductType
-from services import codes, metrics, ratelimit
+from services import codes, metrics, order_events, ratelimit
 from services import redemption_store as store
 from services.errors import (
     CardCodeRejected,
@@ -194,6 +194,9 @@ async def redeem_card(rt: Runtime, caller: Caller, request: RedeemRequest) -> Re
             # back whole, so draw again
             if attempt == ORDER_NO_ATTEMPTS:
                 raise
+    if redeemed.card is not None:
+        # a new PENDING order (not a replay): on PostgreSQL the write's statement announced it
+        order_events.order_placed(rt.db, redeemed.order)
     rt.jobs_ready.set()
     rt.webhooks_ready.set()
     order = redeemed.order

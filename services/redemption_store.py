@@ -75,6 +75,7 @@ from services import codes, ratelimit
 from services import webhook_outbox as outbox
 from services.errors import CardUnavailable, ErrorCode, IdempotencyConflict, OutOfStock
 from services.login_passwords import Sealed
+from services.order_events import notify_column
 from services.validity import already_valid, still_valid
 
 CARDS = Card.__table__
@@ -524,7 +525,12 @@ def _in_one_statement() -> Sql:
         .cte("noted")
     )
     statement = (
-        select(*claimed.c, placed.c.id.label("order_id"))
+        select(
+            *claimed.c,
+            placed.c.id.label("order_id"),
+            # the new PENDING order announced to live subscriptions, delivered at the commit
+            notify_column(placed.c.id, _member, OrderStatus.PENDING).label("notified"),
+        )
         .select_from(both)
         .add_cte(
             noted,

@@ -13,7 +13,17 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-UVICORN = ["-m", "uvicorn", "--factory", "tihuo.app:create_app", "--no-proxy-headers", "--no-access-log"]
+# the README's deployment of an API process
+UVICORN = [
+    "-m",
+    "uvicorn",
+    "--factory",
+    "tihuo.app:create_app",
+    "--no-proxy-headers",
+    "--no-access-log",
+    "--ws-per-message-deflate",
+    "false",
+]
 
 
 def free_port() -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -137,8 +138,9 @@ def _rename_field(sdl: str, type_name: str, old: str, new: str) -> str:
             "src/pages/myInstances.ts",
         ),
         (
-            lambda sdl: with_live(sdl).replace(
-                "orderUpdates(orderId: ID!): Order!", "orderUpdates(id: ID!): Order!"
+            # the argument, described or not (schema.graphql describes every argument)
+            lambda sdl: re.sub(
+                r'(orderUpdates\((?:\s*"""[^"]*""")?\s*)orderId: ID!', r"\1id: ID!", with_live(sdl), count=1
             ),
             "graphql-codegen",
             'Unknown argument "orderId" on field "Subscription.orderUpdates"',

@@ -4,6 +4,7 @@ HTTP edge (tihuo/edge.py) around them all."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -14,14 +15,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from core.db import database_from_settings
 from core.keys import Keys
 from core.messages import pick_locale, render
 from core.settings import Settings, load_settings
 from schema.root import build_schema
-from services import downloads, metrics, worker
+from services import downloads, metrics, order_events, worker
 from services import provisioning_callback as provisioning_callback_service
 from services.notifiers import notifier_from_settings
 from services.provisioners import provisioner_from_settings
@@ -40,6 +41,8 @@ from tihuo.observability import configure_logging
 from tihuo.persisted import PersistedDocuments, load_manifest
 
 log = logging.getLogger("tihuo.app")
+# how long start-up waits for the LISTEN connection before serving anyway
+LISTEN_WAIT_SECONDS = 10
 _HTTP_CODES = {404: ("NOT_FOUND", "http.not_found"), 405: ("METHOD_NOT_ALLOWED", "http.method")}
 
 
@@ -155,6 +158,9 @@ def create_app(
             return _json_error(request, 404, "NOT_FOUND", "http.not_found")
         return JSONResponse({"applied": result.applied}, headers={"Cache-Control": "no-store"})
 
+    # PostgreSQL: the process's one connection LISTENing for order changes (services.order_events)
+    listener = None if rt.db.is_sqlite else order_events.relay(rt.db)
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         if owns_runtime:
@@ -171,6 +177,15 @@ def create_app(
         gc.collect()
         gc.freeze()
         stop = asyncio.Event()
+        relaying = None
+        if listener is not None:
+            # live subscriptions hear of changes made by any process through one LISTEN connection
+            relaying = asyncio.create_task(listener.run(), name="order-notices")
+            try:
+                await asyncio.wait_for(listener.listening.wait(), LISTEN_WAIT_SECONDS)
+            except TimeoutError:
+                # it keeps trying; once it listens, every subscriber reads its orders again
+                log.warning("not yet listening for order changes", extra={"event": "notify.late"})
         running = None
         if start_worker:
             running = asyncio.create_task(
@@ -193,13 +208,20 @@ def create_app(
                 await running
             if rt.portal_tokens is not None:
                 await rt.portal_tokens.aclose()
+            if relaying is not None:
+                relaying.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relaying
             if owns_runtime:
                 await rt.db.dispose()
             gc.unfreeze()
 
+    view = TihuoGraphQL(schema, rt, persisted)
     app = Starlette(
         routes=[
-            Route("/graphql", TihuoGraphQL(schema, rt, persisted), methods=["GET", "POST"]),
+            Route("/graphql", view, methods=["GET", "POST"]),
+            # subscriptions (graphql-transport-ws) on the same path
+            WebSocketRoute("/graphql", view),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/downloads/{token}", download, methods=["GET"]),
             Route("/provisioning/callback", provisioning_callback, methods=["POST"]),
@@ -221,4 +243,5 @@ def create_app(
     app.add_middleware(preflight.ReportStartupFailure)
     app.state.runtime = rt
     app.state.schema = schema
+    app.state.listener = listener
     return app

@@ -123,6 +123,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         # forwarded headers are the app's business (TIHUO_FORWARDED_ALLOW_IPS), so uvicorn trusts none
         proxy_headers=False,
         access_log=False,
+        # a live order's messages are a few hundred bytes: compressing them saves nothing, and each
+        # connection's zlib state would cost ~100 KB of memory (bench/live.py)
+        ws_per_message_deflate=False,
     )
     return 0
 

@@ -1,7 +1,9 @@
 """GraphQL over HTTP at /graphql: Strawberry's ASGI view with tihuo's context, orjson, our GraphiQL
 page, queries over GET with a Cache-Control that fits each answer, documents named by their hash
 (tihuo/persisted.py), and every malformed request answered as JSON with a code and a fitting 4xx
-status (RULES-v2 §6) instead of Strawberry's plain-text refusals."""
+status (RULES-v2 §6) instead of Strawberry's plain-text refusals. Subscriptions over
+graphql-transport-ws on the same path (RULES-v2 §4): signed in by the `connection_init` payload's
+`Authorization`, pinged while idle, every message a text frame."""
 
 from __future__ import annotations
 
@@ -15,13 +17,17 @@ from graphql import GraphQLError, specified_rules
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
-from strawberry.exceptions import MissingQueryError
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
+from strawberry.types.unset import UNSET, UnsetType
 
 from core.messages import render
 from resolvers.context import Context, build_context
@@ -51,9 +57,53 @@ _DOCUMENT_IDS = ("documentId", "doc_id")
 _REQUEST_PARAMETERS = ("query", "extensions", *_DOCUMENT_IDS)
 
 
+class TextFrames(ASGIWebSocketAdapter):
+    """graphql-transport-ws messages are text frames; the view's orjson encoder gives bytes."""
+
+    async def send_json(self, message: Any) -> None:
+        try:
+            await self.ws.send_text(orjson.dumps(message).decode())
+        except WebSocketDisconnect as gone:
+            raise WebSocketDisconnected from gone
+
+
+class PingingHandler(BaseGraphQLTransportWSHandler):
+    """Strawberry's graphql-transport-ws handler, sending a `ping` every TIHUO_WS_PING_SECONDS once
+    the connection is acknowledged, so proxies keep an idle connection open (clients answer pong)."""
+
+    pinger: asyncio.Task[None] | None = None
+
+    async def handle_connection_init(self, message: Any) -> None:
+        await super().handle_connection_init(message)
+        seconds = self.view.runtime.settings.ws_ping_seconds  # type: ignore[attr-defined]
+        if self.connection_acknowledged and seconds and self.pinger is None:
+            self.pinger = asyncio.create_task(self._ping(seconds), name="ws-ping")
+
+    async def _ping(self, seconds: float) -> None:
+        try:
+            while True:
+                await asyncio.sleep(seconds)
+                await self.send_message({"type": "ping"})
+        except (WebSocketDisconnected, RuntimeError):
+            return  # the connection is closing: its handler ends too
+
+    async def shutdown(self) -> None:
+        if self.pinger is not None:
+            self.pinger.cancel()
+        await super().shutdown()
+
+
 class TihuoGraphQL(GraphQL):
+    websocket_adapter_class = TextFrames  # type: ignore[assignment]
+    graphql_transport_ws_handler_class = PingingHandler
+
     def __init__(self, schema: Any, runtime: Runtime, persisted: PersistedDocuments | None = None) -> None:
-        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
+        super().__init__(
+            schema,
+            graphql_ide="graphiql",
+            allow_queries_via_get=True,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        )
         self.runtime = runtime
         self.persisted = persisted or PersistedDocuments(schema.documents, None)
         # a page may open a WebSocket (subscriptions) from the origins it may call the API from
@@ -79,8 +129,16 @@ class TihuoGraphQL(GraphQL):
         await response(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
-        assert isinstance(request, Request)
         return await build_context(self.runtime, request)
+
+    async def on_ws_connect(self, context: Context) -> UnsetType:  # type: ignore[override]
+        """`connection_init`: its payload's `Authorization` signs the connection in, as the header
+        signs a request in. None leaves it signed out; one that signs nobody in is refused (4403)."""
+        authorization = (context.connection_params or {}).get("Authorization")
+        await context.sign_in(authorization)
+        if authorization is not None and context.caller.viewer is None:
+            raise ConnectionRejectionError()
+        return UNSET
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         # a GET naming a document by its hash alone has no `query`, and fetch() accepts */*

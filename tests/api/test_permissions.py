@@ -22,6 +22,8 @@ from graphql import (
 from schema.permissions import AUDIENCE
 from schema.root import build_schema
 from services.access import NOTES, Audience
+from tests.live.conftest import connect, serving
+from tests.provisioning_helpers import place_order
 
 SCHEMA = build_schema()
 SCALARS = {
@@ -60,9 +62,19 @@ def _value(type_: GraphQLType) -> Any:
     return SCALARS[type_.name]
 
 
+def _roots() -> dict[str, GraphQLObjectType]:
+    schema = SCHEMA._schema
+    roots = (schema.query_type, schema.mutation_type, schema.subscription_type)
+    return {root.name: root for root in roots if root is not None}
+
+
+ROOTS = _roots()
+OPERATIONS = {"Query": "query", "Mutation": "mutation", "Subscription": "subscription"}
+
+
 def _root_fields() -> list[tuple[str, str, Audience]]:
     found = []
-    for root in (SCHEMA._schema.query_type, SCHEMA._schema.mutation_type):
+    for root in ROOTS.values():
         assert root is not None
         for name, field in root.fields.items():
             definition = field.extensions["strawberry-definition"]
@@ -71,13 +83,12 @@ def _root_fields() -> list[tuple[str, str, Audience]]:
 
 
 def _document(root: str, name: str) -> tuple[str, dict[str, Any]]:
-    parent = SCHEMA._schema.query_type if root == "Query" else SCHEMA._schema.mutation_type
-    field = parent.fields[name]
+    field = ROOTS[root].fields[name]
     required = {arg: spec for arg, spec in field.args.items() if isinstance(spec.type, GraphQLNonNull)}
     declared = "".join(f"${arg}: {spec.type} " for arg, spec in required.items())
     passed = ", ".join(f"{arg}: ${arg}" for arg in required)
     selection = "" if isinstance(get_named_type(field.type), GraphQLScalarType) else " { __typename }"
-    operation = "query" if root == "Query" else "mutation"
+    operation = OPERATIONS[root]
     header = f"({declared})" if declared else ""
     call = f"({passed})" if passed else ""
     return f"{operation} {header} {{ {name}{call}{selection} }}", {
@@ -86,22 +97,26 @@ def _document(root: str, name: str) -> tuple[str, dict[str, Any]]:
 
 
 ROOT_FIELDS = _root_fields()
+# subscriptions are not run over HTTP: their walk goes over a WebSocket (below)
+HTTP_FIELDS = [(root, name, audience) for root, name, audience in ROOT_FIELDS if root != "Subscription"]
+LIVE_FIELDS = [(name, audience) for root, name, audience in ROOT_FIELDS if root == "Subscription"]
 
 
 def test_every_operation_declares_its_audience_and_says_it_in_its_description():
     undeclared = [f"{root}.{name}" for root, name, audience in ROOT_FIELDS if audience is None]
     assert undeclared == []
+    assert {name for name, _ in LIVE_FIELDS} == {"orderUpdates", "myOrderUpdates"}
     for root, name, audience in ROOT_FIELDS:
-        parent = SCHEMA._schema.query_type if root == "Query" else SCHEMA._schema.mutation_type
-        description = parent.fields[name].description
-        assert description.endswith(NOTES[audience]) or name == "order", (name, description)
+        description = ROOTS[root].fields[name].description
+        noted = name in ("order", "orderUpdates")  # "Admins see any; a member only their own"
+        assert description.endswith(NOTES[audience]) or noted, (name, description)
     # object fields only admins may read say so too
     assert isinstance(SCHEMA._schema.type_map["CardBatch"], GraphQLObjectType)
     assert SCHEMA._schema.type_map["CardBatch"].fields["quantity"].description.endswith("Admin.")
 
 
 @pytest.mark.parametrize(
-    ("root", "name", "audience"), ROOT_FIELDS, ids=[f"{r}.{n}" for r, n, _ in ROOT_FIELDS]
+    ("root", "name", "audience"), HTTP_FIELDS, ids=[f"{r}.{n}" for r, n, _ in HTTP_FIELDS]
 )
 async def test_each_role_gets_what_the_declared_audience_says(gql, member, admin, root, name, audience):
     document, variables = _document(root, name)
@@ -146,3 +161,31 @@ async def test_a_member_reading_their_order_gets_no_task_and_no_attempts_an_admi
         (["order", "externalTaskId"], "FORBIDDEN")
     ]
     assert as_admin == {"data": {"order": {"externalTaskId": None, "provisioningAttempts": []}}}
+
+
+@pytest.mark.usefixtures("catalog")
+@pytest.mark.parametrize(("name", "audience"), LIVE_FIELDS, ids=[name for name, _ in LIVE_FIELDS])
+async def test_each_role_gets_what_a_subscriptions_audience_says(rt, member, admin, name, audience):
+    # an order of the member's for the ids, so a member's own subscription is allowed
+    placed = await place_order(rt, member.id)
+    document, variables = _document("Subscription", name)
+    variables = {
+        arg: str(placed.order_id) if value == SCALARS["ID"] else value for arg, value in variables.items()
+    }
+    async with serving(rt) as live:
+        for role, user in (("anonymous", None), ("member", member), ("admin", admin)):
+            async with connect(live, user.token if user else None) as client:
+                await client.subscribe("1", document, variables)
+                try:
+                    message = await client.receive(0.5)
+                except TimeoutError:
+                    message = {"type": "waiting"}  # allowed: no change to tell yet
+            errors = (
+                message["payload"]
+                if message["type"] == "error"
+                else message.get("payload", {}).get("errors", [])
+            )
+            codes = [error["extensions"]["code"] for error in errors]
+            expected = EXPECTED[audience][role]
+            assert codes == ([expected] if expected else []), (role, document, message)
+            assert message["type"] in (("error",) if expected else ("next", "waiting")), (role, message)
