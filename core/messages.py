@@ -185,6 +185,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh-CN": "变更操作只能通过 POST 发送。",
         "en": "Mutations must be sent with POST.",
     },
+    "http.subscription_over_http": {
+        "zh-CN": "订阅须通过 WebSocket（graphql-transport-ws 协议）发送到 /graphql。",
+        "en": "Subscriptions go over a WebSocket to /graphql (the graphql-transport-ws protocol).",
+    },
     "http.method": {"zh-CN": "不支持该 HTTP 方法。", "en": "This HTTP method is not allowed here."},
     "http.media_type": {
         "zh-CN": "Content-Type 必须是 application/json。",

@@ -28,6 +28,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Bas
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
+from strawberry.utils.operation import get_operation_type
 
 from core.messages import render
 from resolvers.context import Context, build_context
@@ -202,6 +203,9 @@ class TihuoGraphQL(GraphQL):
         if isinstance(query, str):
             # a long document not seen before is parsed and validated on a thread (schema.documents)
             context.prepared = await self.schema.documents.prepare(self.schema._schema, query, _RULES)
+            if self._is_subscription(context.prepared, query, request_data.operation_name):
+                # Strawberry would run it as a query, and a stream is no field value: refused plainly
+                raise RequestRefused(400, "BAD_REQUEST", "http.subscription_over_http")
         seconds = self.runtime.settings.request_timeout_seconds
         try:
             async with asyncio.timeout(seconds):
@@ -235,6 +239,19 @@ class TihuoGraphQL(GraphQL):
         if request_adapter.method == "GET":
             self._may_be_kept(sub_response, query, request_data.operation_name, result)
         return result
+
+    def _is_subscription(self, prepared: Any, query: str, operation_name: str | None) -> bool:
+        """Whether the operation asked for is a subscription (these go over the WebSocket). A
+        document that does not parse or names no operation is left for Strawberry to refuse."""
+        if "subscription" not in query:
+            return False
+        document = (prepared or self.schema.documents.get(query)).document
+        if document is None:
+            return False
+        try:
+            return get_operation_type(document, operation_name) is OperationType.SUBSCRIPTION
+        except RuntimeError:  # no operation of that name: Strawberry says so
+            return False
 
     def _may_be_kept(self, sub_response: Any, query: str, operation_name: str | None, result: Any) -> None:
         """A GET's answer made only of catalog reads, without errors, may be kept by the asker's own

@@ -92,6 +92,36 @@ async def test_a_mutation_over_get_is_refused_and_changes_nothing(client, rt, ad
     assert await row_counts(rt) == before
 
 
+@pytest.mark.parametrize("method", ["POST", "GET"])
+async def test_a_subscription_over_http_is_refused_with_where_it_goes(client, rt, member, method):
+    before = await row_counts(rt)
+    document = "subscription Watch { myOrderUpdates { id status } }"
+    headers = {**member.headers, "Accept": "application/json", "Accept-Language": "en"}
+
+    if method == "POST":
+        response = await client.post("/graphql", json={"query": document}, headers=headers)
+    else:
+        response = await client.get("/graphql", params={"query": document}, headers=headers)
+
+    assert _refusal(response) == (
+        400,
+        "BAD_REQUEST",
+        "Subscriptions go over a WebSocket to /graphql (the graphql-transport-ws protocol).",
+    )
+    assert await row_counts(rt) == before
+
+
+async def test_a_query_naming_a_subscription_field_in_a_string_still_runs(client, member):
+    # the cheap look for the word is only a first step: a query is a query
+    response = await client.post(
+        "/graphql",
+        json={"query": "query subscription { me { id } }", "operationName": "subscription"},
+        headers=member.headers,
+    )
+
+    assert response.json() == {"data": {"me": {"id": str(member.id)}}}
+
+
 async def test_a_wrong_method_or_path_answers_json_in_the_asked_language(client):
     put = await client.put("/graphql", content=b"{}", headers={"Accept-Language": "en"})
     missing = await client.get("/no/such/path")

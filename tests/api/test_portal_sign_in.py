@@ -29,7 +29,7 @@ from models import CardBatchDownload, ExternalIdentity, Role, User
 from services.accounts import disable_user
 from services.portal import portal_username
 from services.runtime import Runtime, Viewer
-from tests.api.test_permissions import EXPECTED, ROOT_FIELDS, _document
+from tests.api.test_permissions import EXPECTED, HTTP_FIELDS, _document
 from tests.conftest import GraphQLClient, SignedInUser
 from tests.factories import CREATE_DOWNLOAD, audit_rows, create_batch
 from tests.oidc_provider import AUDIENCE, OpenIdProvider, needs_provider, running_provider
@@ -514,7 +514,7 @@ async def test_no_token_reaches_the_logs(gql, rt, caplog, openid_provider):
 
 
 @pytest.mark.parametrize(
-    ("root", "name", "audience"), ROOT_FIELDS, ids=[f"{r}.{n}" for r, n, _ in ROOT_FIELDS]
+    ("root", "name", "audience"), HTTP_FIELDS, ids=[f"{r}.{n}" for r, n, _ in HTTP_FIELDS]
 )
 async def test_portal_members_and_admins_get_what_each_field_declares(
     gql, openid_provider, root, name, audience
