@@ -33,8 +33,10 @@ from models import (
 from services import cards, codes, redemption
 from services.accounts import create_user
 from services.login_passwords import Sealed
+from services.notifiers import notifier_from_settings
 from services.pricing import ConfigInput
-from services.provisioners import Accepted, Active, ProvisionRequest, Running, Task
+from services.provisioners import Accepted, Active, ProvisionRequest, Running, Task, provisioner_from_settings
+from services.provisioning_jobs import claim_job, run_job
 from services.runtime import Caller, Runtime, Viewer
 
 CARD_NAME = "测试提货卡"
@@ -150,6 +152,21 @@ class OrderState:
     order: Order
     job: ProvisioningJob
     instances: list[Instance]
+
+
+async def step(rt: Runtime) -> bool:
+    """Claim the due job, if any, and run it with the settings' provisioner and notifier: one turn
+    of the worker's loop, made by the test when it wants it."""
+    job = await claim_job(rt, "w1")
+    if job is None:
+        return False
+    provisioner, notifier = provisioner_from_settings(rt), notifier_from_settings(rt)
+    try:
+        await run_job(rt, provisioner, notifier, job)
+    finally:
+        await provisioner.aclose()
+        await notifier.aclose()
+    return True
 
 
 async def order_state(rt: Runtime, order_id: int) -> OrderState:

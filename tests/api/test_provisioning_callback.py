@@ -13,9 +13,6 @@ import httpx
 import pytest
 
 from models import AttemptOutcome, JobStatus, OrderStatus
-from services.notifiers import notifier_from_settings
-from services.provisioners import provisioner_from_settings
-from services.provisioning_jobs import claim_job, run_job
 from tests.api.test_query_counts import counted_statements
 from tests.conftest import GraphQLClient
 from tests.fake_provider import (
@@ -30,6 +27,7 @@ from tests.provisioning_helpers import (
     database_holds,
     order_state,
     place_order,
+    step,
     with_settings,
 )
 
@@ -71,19 +69,6 @@ async def http(prt) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-unty
     transport = httpx.ASGITransport(app=create_app(runtime=prt), client=("127.0.0.1", 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
-
-
-async def step(rt) -> bool:  # type: ignore[no-untyped-def]
-    job = await claim_job(rt, "w1")
-    if job is None:
-        return False
-    provisioner, notifier = provisioner_from_settings(rt), notifier_from_settings(rt)
-    try:
-        await run_job(rt, provisioner, notifier, job)
-    finally:
-        await provisioner.aclose()
-        await notifier.aclose()
-    return True
 
 
 async def waiting_order(prt, member):  # type: ignore[no-untyped-def]

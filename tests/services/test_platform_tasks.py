@@ -14,9 +14,6 @@ import pytest
 
 from models import AttemptOutcome, CardStatus, JobStatus, OrderStatus
 from services import orders
-from services.notifiers import notifier_from_settings
-from services.provisioners import provisioner_from_settings
-from services.provisioning_jobs import claim_job, run_job
 from services.runtime import Caller
 from tests.fake_provider import FakePlatform, platform_settings, serve_platform, signed_by
 from tests.provisioning_helpers import (
@@ -26,6 +23,7 @@ from tests.provisioning_helpers import (
     job_password,
     order_state,
     place_order,
+    step,
     with_settings,
 )
 
@@ -45,20 +43,6 @@ async def platform(clock) -> AsyncIterator[FakePlatform]:  # type: ignore[no-unt
 def prt(rt, platform):  # type: ignore[no-untyped-def]
     """The runtime with the http provisioner and notifier pointed at the platform."""
     return with_settings(rt, **platform_settings(platform))
-
-
-async def step(rt) -> bool:  # type: ignore[no-untyped-def]
-    """Claim the due job, if any, and run it with the settings' provisioner and notifier."""
-    job = await claim_job(rt, "w1")
-    if job is None:
-        return False
-    provisioner, notifier = provisioner_from_settings(rt), notifier_from_settings(rt)
-    try:
-        await run_job(rt, provisioner, notifier, job)
-    finally:
-        await provisioner.aclose()
-        await notifier.aclose()
-    return True
 
 
 async def test_accepted_then_polled_with_back_off_until_active_and_the_sms_carries_the_drawn_password(
