@@ -72,7 +72,9 @@ async def one_card(gql, client, admin, **batch: Any) -> tuple[dict[str, Any], st
     return made, code
 
 
-def late_write(rt, member, batch: CardBatch, card_id: int, *, key: str, request_hash: bytes, order_no: str):
+def late_write(
+    rt, member, batch: CardBatch, card_id: int, *, key: str | None, request_hash: bytes, order_no: str
+):
     """The write of a redemption whose look-up passed a while ago: what a race looks like to the
     request that loses it, made to happen in a given order."""
     return redemption_store.Write(

@@ -30,12 +30,11 @@ from models import (
     WebhookEndpoint,
     WebhookMessage,
 )
-from services import redemption_store
 from services.errors import OutOfStock
-from services.login_passwords import draw_password
 from services.redemption import _request_hash
 from services.runtime import Runtime
 from services.webhook_delivery import RETRY_SCHEDULE, attempt, claim_deliveries, new_client, record
+from tests.api.test_redemption import late_write
 from tests.conftest import make_user
 from tests.factories import bare_metal_config, catalog_ids, create_batch, download_codes, virtual_host_config
 from tests.webhook_receiver import Receiver
@@ -212,17 +211,8 @@ async def test_a_rolled_back_redemption_sends_nothing(gql, client, rt, admin, me
         batch = await session.get(CardBatch, int(made["id"]))
         card_id = await session.scalar(select(Card.id).where(Card.batch_id == int(made["id"])))
     assert batch is not None and card_id is not None
-    write = redemption_store.Write(
-        now=rt.now(),
-        today=rt.today(),
-        member_id=member.id,
-        card_id=card_id,
-        batch=batch,
-        image=None,
-        key=None,
-        request_hash=_request_hash("x", None),
-        order_no="T1",
-        password=rt.password_keys.seal(draw_password(), "T1"),
+    write = late_write(
+        rt, member, batch, card_id, key=None, request_hash=_request_hash("x", None), order_no="T1"
     )
 
     with pytest.raises(OutOfStock):
@@ -691,17 +681,8 @@ async def test_a_duplicate_order_number_leaves_no_message_behind(gql, client, rt
         batch = await session.get(CardBatch, int(made["id"]))
         card_id = await session.scalar(select(Card.id).where(Card.batch_id == int(made["id"]), Card.seq == 2))
     assert batch is not None and card_id is not None
-    write = redemption_store.Write(
-        now=rt.now(),
-        today=rt.today(),
-        member_id=member.id,
-        card_id=card_id,
-        batch=batch,
-        image=None,
-        key=None,
-        request_hash=_request_hash(second, None),
-        order_no=order_no,
-        password=rt.password_keys.seal(draw_password(), order_no),
+    write = late_write(
+        rt, member, batch, card_id, key=None, request_hash=_request_hash(second, None), order_no=order_no
     )
     with pytest.raises(DuplicateKey):
         await rt.db.run_write(write.run)
