@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     # separated, the highest encrypting (unset: one derived from the server secret)
     login_password_keys: str | None = Field(default=None, repr=False)
     worker_concurrency: int = Field(default=4, ge=1)
+    # checks of accepted platform tasks (short GETs) one worker runs at once, besides the creates
+    worker_check_concurrency: int = Field(default=32, ge=1)
 
     token_ttl_seconds: int = Field(default=12 * 3600, ge=60)
     # how long a checked token is trusted without reading its user again (0: never)

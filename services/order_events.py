@@ -76,17 +76,30 @@ def notify_column(order_id: Any, member_id: Any, status: OrderStatus) -> Any:
 async def status_changed(session: AsyncSession, order_id: int, status: OrderStatus) -> None:
     """The order `order_id` now has `status` (written, not yet committed, in `session`): queue its
     webhook, and announce it when the transaction commits."""
-    await _queue_webhook(session, order_id, status)
+    await statuses_changed(session, [order_id], status)
+
+
+async def statuses_changed(session: AsyncSession, order_ids: list[int], status: OrderStatus) -> None:
+    """`status_changed` for several orders at once (a worker's batch of claims): one statement
+    announces them all."""
+    if not order_ids:
+        return
+    for order_id in order_ids:
+        await _queue_webhook(session, order_id, status)
     database = Database.of(session)
     if not database.is_sqlite:
         await session.execute(
-            select(notify_column(Order.id, Order.member_id, status)).where(Order.id == order_id)
+            select(notify_column(Order.id, Order.member_id, status)).where(Order.id.in_(order_ids))
         )
         return
-    member_id = await session.scalar(select(Order.member_id).where(Order.id == order_id))
-    if member_id is not None:
-        notice = OrderNotice(order_id, member_id, OrderStatus(status))
-        database.after_commit(session, lambda: publish(database.hub, notice))
+    rows = (await session.execute(select(Order.id, Order.member_id).where(Order.id.in_(order_ids)))).all()
+    notices = [OrderNotice(order_id, member_id, OrderStatus(status)) for order_id, member_id in rows]
+
+    def announce() -> None:
+        for notice in notices:
+            publish(database.hub, notice)
+
+    database.after_commit(session, announce)
 
 
 async def _queue_webhook(session: AsyncSession, order_id: int, status: OrderStatus) -> None:

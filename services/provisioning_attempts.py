@@ -34,13 +34,33 @@ async def _next_number(session: AsyncSession, order_id: int) -> int:
 
 async def open_attempt(session: AsyncSession, order_id: int, now: datetime) -> int:
     """A call begins: its row, with no outcome yet; returns its id."""
-    number = await _next_number(session, order_id)
-    result = await session.execute(
-        insert(ProvisioningAttempt)
-        .values(order_id=order_id, number=number, started_at=now)
-        .returning(ProvisioningAttempt.id)
+    return (await open_attempts(session, [order_id], now))[order_id]
+
+
+async def open_attempts(session: AsyncSession, order_ids: list[int], now: datetime) -> dict[int, int]:
+    """`open_attempt` for several orders at once (a worker's batch of claims, whose job rows the
+    caller holds): two statements whatever their number. Returns each order's new attempt id."""
+    if not order_ids:
+        return {}
+    last = dict(
+        (
+            await session.execute(
+                select(ProvisioningAttempt.order_id, func.max(ProvisioningAttempt.number))
+                .where(ProvisioningAttempt.order_id.in_(order_ids))
+                .group_by(ProvisioningAttempt.order_id)
+            )
+        ).all()
     )
-    return int(result.scalar_one())
+    result = await session.execute(
+        insert(ProvisioningAttempt).returning(
+            ProvisioningAttempt.order_id, ProvisioningAttempt.id, sort_by_parameter_order=True
+        ),
+        [
+            {"order_id": order_id, "number": last.get(order_id, 0) + 1, "started_at": now}
+            for order_id in order_ids
+        ],
+    )
+    return {order_id: attempt_id for order_id, attempt_id in result.all()}
 
 
 async def finish_attempt(

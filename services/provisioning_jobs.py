@@ -1,4 +1,4 @@
-"""Provisioning jobs (RULES §5, RULES-v2 §3): a job claimed under a lease (`claim_job`) and one step
+"""Provisioning jobs (RULES §5, RULES-v2 §3): jobs claimed under a lease in batches (`claim_jobs`) and one step
 of it run to its recorded outcome (`run_job`): the create call, or, for a task the platform accepted,
 one look at the task (or the end a callback reported). What each outcome writes is
 `services/provisioning_outcomes.py`.
@@ -17,7 +17,8 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Select, and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import (
     CardBatch,
@@ -47,7 +48,7 @@ from services.provisioners import (
     Task,
     TransientFailure,
 )
-from services.provisioning_attempts import lose_open_attempts, open_attempt
+from services.provisioning_attempts import lose_open_attempts, open_attempts
 from services.provisioning_outcomes import ClaimedJob, log_extra
 from services.runtime import Runtime
 from services.signed_http import redact
@@ -65,127 +66,199 @@ def _due(now: datetime) -> Any:
     )
 
 
-async def claim_job(rt: Runtime, worker_id: str) -> ClaimedJob | None:
-    """Take the oldest due job: QUEUED and due (a create, or a task's next check), or RUNNING under an
-    expired lease (its worker died: its open attempt ends LEASE_LOST). One transaction; on
-    PostgreSQL `FOR UPDATE SKIP LOCKED`, so concurrent workers take different jobs."""
-    now = rt.now()
+def _pick(now: datetime, limit: int, waiting: bool | None) -> Select[Any]:
+    """The oldest due jobs: creates (`waiting` False), checks of a platform's task (True), or both."""
     pick = (
         select(ProvisioningJob, Order.external_task_id)
         .join(Order, Order.id == ProvisioningJob.order_id)
         # a job whose order left the provisioning path (by hand, say) is not run
         .where(_due(now), Order.status.in_((OrderStatus.PENDING, OrderStatus.PROVISIONING)))
-        .order_by(ProvisioningJob.run_after, ProvisioningJob.id)
-        .limit(1)
     )
+    if waiting is not None:
+        task = Order.external_task_id
+        pick = pick.where(task.is_not(None) if waiting else task.is_(None))
+    return pick.order_by(ProvisioningJob.run_after, ProvisioningJob.id).limit(limit)
+
+
+async def claim_job(rt: Runtime, worker_id: str) -> ClaimedJob | None:
+    """Take the oldest due job of either kind (`claim_jobs`), or None."""
+    claimed = await _claim(rt, worker_id, [_pick(rt.now(), 1, None)])
+    return claimed[0] if claimed else None
+
+
+async def claim_jobs(rt: Runtime, worker_id: str, *, creates: int, checks: int) -> list[ClaimedJob]:
+    """Take up to `creates` due creates and up to `checks` due checks of platform tasks, oldest
+    first, in one transaction: QUEUED and due (a create, or a task's next check), or RUNNING under
+    an expired lease (its worker died: its open attempt ends LEASE_LOST). On PostgreSQL `FOR UPDATE
+    SKIP LOCKED`, so concurrent workers take different jobs. The two are counted apart because a
+    create may hold its call for TIHUO_PROVISION_TIMEOUT_SECONDS, a check is a short look."""
+    now = rt.now()
+    picks = [_pick(now, limit, waiting) for limit, waiting in ((creates, False), (checks, True)) if limit > 0]
+    return await _claim(rt, worker_id, picks)
+
+
+async def _claim(rt: Runtime, worker_id: str, picks: list[Select[Any]]) -> list[ClaimedJob]:
+    if not picks:
+        return []
     # an idle poll only reads: on SQLite a write transaction would take the database's one write lock
     async with rt.db.read() as session:
-        if await session.scalar(pick.with_only_columns(ProvisioningJob.id)) is None:
-            return None
+        for pick in picks:
+            if await session.scalar(pick.with_only_columns(ProvisioningJob.id).limit(1)) is not None:
+                break
+        else:
+            return []
     if not rt.db.is_sqlite:
-        pick = pick.with_for_update(of=ProvisioningJob, skip_locked=True)
+        picks = [pick.with_for_update(of=ProvisioningJob, skip_locked=True) for pick in picks]
+    now = rt.now()
     lease_until = now + timedelta(seconds=rt.settings.provision_lease_seconds)
     async with rt.db.write() as session:
-        picked = (await session.execute(pick)).one_or_none()
-        if picked is None:
-            return None
-        job, task_id = picked
-        waiting = task_id is not None
-        values: dict[str, Any] = {
-            "status": JobStatus.RUNNING,
-            "worker_id": worker_id,
-            "lease_until": lease_until,
-            "attempts": job.attempts + (0 if waiting else 1),
-            "polls": job.polls + (1 if waiting else 0),
-            "updated_at": now,
-        }
-        sealed = None
-        if job.password_cipher is not None and job.password_key_version is not None:
-            sealed = Sealed(job.password_cipher, job.password_key_version)
-        # conditional on what was read, though the row lock (or SQLite's one writer) already holds it
-        taken = await session.execute(
-            update(ProvisioningJob)
-            .where(
-                ProvisioningJob.id == job.id,
-                ProvisioningJob.status == job.status,
-                ProvisioningJob.attempts == job.attempts,
-                ProvisioningJob.polls == job.polls,
-            )
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        if taken.rowcount != 1:
-            return None
-        if job.status is JobStatus.RUNNING:
-            await lose_open_attempts(session, job.order_id, now, job.worker_id)
-        started = await session.execute(
+        picked: list[tuple[ProvisioningJob, str | None]] = []
+        for pick in picks:
+            picked += [(job, task_id) for job, task_id in await session.execute(pick)]
+        if not picked:
+            return []
+        taken = await _take(session, worker_id, now, lease_until, picked)
+        picked = [(job, task_id) for job, task_id in picked if job.id in taken]
+        for job, _ in picked:
+            if job.status is JobStatus.RUNNING:
+                await lose_open_attempts(session, job.order_id, now, job.worker_id)
+        order_ids = [job.order_id for job, _ in picked]
+        started = await session.scalars(
             update(Order)
-            .where(Order.id == job.order_id, Order.status == OrderStatus.PENDING)
+            .where(Order.id.in_(order_ids), Order.status == OrderStatus.PENDING)
             .values(status=OrderStatus.PROVISIONING)
+            .returning(Order.id)
             .execution_options(synchronize_session=False)
         )
-        if started.rowcount == 1:
-            await order_events.status_changed(session, job.order_id, OrderStatus.PROVISIONING)
-        row = (
-            await session.execute(
-                select(
-                    Order,
-                    Line,
-                    Region.name,
-                    OsImage.code,
-                    User.phone,
-                    User.realname_claims,
-                    CardBatch.months,
-                    ProductModel.code,
-                    HostingPlan.code,
-                )
-                .join(CardBatch, CardBatch.id == Order.batch_id)
-                .join(Line, Line.id == CardBatch.line_id)
-                .join(Region, Region.id == Line.region_id)
-                .join(User, User.id == Order.member_id)
-                .outerjoin(OsImage, OsImage.id == Order.os_image_id)
-                .outerjoin(ProductModel, ProductModel.id == CardBatch.product_model_id)
-                .outerjoin(HostingPlan, HostingPlan.id == CardBatch.hosting_plan_id)
-                .where(Order.id == job.order_id)
-            )
-        ).one()
-        order, line, region_name, os_code, phone, realname, batch_months, model_code, plan_code = row
-        if sealed is None:
-            # a job made before passwords were drawn with it (the migration gives them one): now
-            sealed = rt.password_keys.seal(draw_password(), order.order_no)
-            await outcomes.store_password(session, job.id, sealed)
-        attempt_id = None if job.reported is not None else await open_attempt(session, order.id, now)
-        config = dict(order.config)
-        return ClaimedJob(
-            job_id=job.id,
-            worker_id=worker_id,
-            attempts=values["attempts"],
-            polls=values["polls"],
-            lease_until=lease_until,
-            attempt_id=attempt_id,
-            order_id=order.id,
-            order_no=order.order_no,
-            member_id=order.member_id,
-            member_phone=phone,
-            realname=realname,
-            product_type=ProductType(order.product_type),
-            config=config,
-            months=int(config.get("months") or batch_months),
-            os_image_id=order.os_image_id,
-            os_image_code=os_code,
-            product_model_code=model_code,
-            plan_code=plan_code,
-            line_id=line.id,
-            line_code=line.code,
-            # the names the member bought under (frozen with the batch), else the catalog's
-            line_name=config.get("lineName") or line.name,
-            ip_pool=line.ip_pool,
-            region_name=config.get("regionName") or region_name,
-            sealed=sealed,
-            task=None if task_id is None else Task(task_id, job.accepted_at or job.updated_at),
-            deadline_at=job.deadline_at,
-            reported=job.reported,
+        await order_events.statuses_changed(session, sorted(started), OrderStatus.PROVISIONING)
+        rows = {
+            row[0].id: row
+            for row in (await session.execute(_WHAT_A_STEP_NEEDS.where(Order.id.in_(order_ids))))
+        }
+        attempt_ids = await open_attempts(
+            session, [job.order_id for job, _ in picked if job.reported is None], now
         )
+        claimed = []
+        for job, task_id in picked:
+            if job.password_cipher is not None and job.password_key_version is not None:
+                sealed = Sealed(job.password_cipher, job.password_key_version)
+            else:
+                # a job made before passwords were drawn with it (the migration gives them one): now
+                sealed = rt.password_keys.seal(draw_password(), rows[job.order_id][0].order_no)
+                await outcomes.store_password(session, job.id, sealed)
+            claimed.append(
+                _claimed(
+                    job,
+                    task_id,
+                    rows[job.order_id],
+                    worker_id,
+                    lease_until,
+                    sealed,
+                    attempt_ids.get(job.order_id),
+                )
+            )
+        return claimed
+
+
+async def _take(
+    session: AsyncSession,
+    worker_id: str,
+    now: datetime,
+    lease_until: datetime,
+    picked: list[tuple[ProvisioningJob, str | None]],
+) -> set[int]:
+    """The picked jobs, RUNNING under this worker's lease: a create counts an attempt, a check a
+    poll. Conditional on being due still, though the row locks (or SQLite's one writer) hold them."""
+    taken: set[int] = set()
+    for waiting in (False, True):
+        ids = [job.id for job, task_id in picked if (task_id is not None) is waiting]
+        if not ids:
+            continue
+        counted = ProvisioningJob.polls if waiting else ProvisioningJob.attempts
+        taken.update(
+            await session.scalars(
+                update(ProvisioningJob)
+                .where(ProvisioningJob.id.in_(ids), _due(now))
+                .values(
+                    {
+                        ProvisioningJob.status: JobStatus.RUNNING,
+                        ProvisioningJob.worker_id: worker_id,
+                        ProvisioningJob.lease_until: lease_until,
+                        ProvisioningJob.updated_at: now,
+                        counted: counted + 1,
+                    }
+                )
+                .returning(ProvisioningJob.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+    return taken
+
+
+_WHAT_A_STEP_NEEDS = (
+    select(
+        Order,
+        Line,
+        Region.name,
+        OsImage.code,
+        User.phone,
+        User.realname_claims,
+        CardBatch.months,
+        ProductModel.code,
+        HostingPlan.code,
+    )
+    .join(CardBatch, CardBatch.id == Order.batch_id)
+    .join(Line, Line.id == CardBatch.line_id)
+    .join(Region, Region.id == Line.region_id)
+    .join(User, User.id == Order.member_id)
+    .outerjoin(OsImage, OsImage.id == Order.os_image_id)
+    .outerjoin(ProductModel, ProductModel.id == CardBatch.product_model_id)
+    .outerjoin(HostingPlan, HostingPlan.id == CardBatch.hosting_plan_id)
+)
+
+
+def _claimed(
+    job: ProvisioningJob,
+    task_id: str | None,
+    row: Any,
+    worker_id: str,
+    lease_until: datetime,
+    sealed: Sealed,
+    attempt_id: int | None,
+) -> ClaimedJob:
+    order, line, region_name, os_code, phone, realname, batch_months, model_code, plan_code = row
+    waiting = task_id is not None
+    config = dict(order.config)
+    return ClaimedJob(
+        job_id=job.id,
+        worker_id=worker_id,
+        attempts=job.attempts + (0 if waiting else 1),
+        polls=job.polls + (1 if waiting else 0),
+        lease_until=lease_until,
+        attempt_id=attempt_id,
+        order_id=order.id,
+        order_no=order.order_no,
+        member_id=order.member_id,
+        member_phone=phone,
+        realname=realname,
+        product_type=ProductType(order.product_type),
+        config=config,
+        months=int(config.get("months") or batch_months),
+        os_image_id=order.os_image_id,
+        os_image_code=os_code,
+        product_model_code=model_code,
+        plan_code=plan_code,
+        line_id=line.id,
+        line_code=line.code,
+        # the names the member bought under (frozen with the batch), else the catalog's
+        line_name=config.get("lineName") or line.name,
+        ip_pool=line.ip_pool,
+        region_name=config.get("regionName") or region_name,
+        sealed=sealed,
+        task=None if task_id is None else Task(task_id, job.accepted_at or job.updated_at),
+        deadline_at=job.deadline_at,
+        reported=job.reported,
+    )
 
 
 # ---------------------------------------------------------------- running one step

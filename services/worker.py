@@ -14,7 +14,7 @@ from typing import Any
 
 from services.notifiers import Notifier
 from services.provisioners import Provisioner
-from services.provisioning_jobs import ClaimedJob, claim_job, log_extra, run_job
+from services.provisioning_jobs import ClaimedJob, claim_jobs, log_extra, run_job
 from services.redemption import purge_idempotency_keys
 from services.runtime import Runtime
 from services.webhook_delivery import run_deliveries
@@ -39,16 +39,19 @@ async def run_worker(
     stop: asyncio.Event,
     poll_seconds: float,
 ) -> None:
-    """Claim and run due jobs, up to `worker_concurrency` at once; when none is due, sleep until
-    `rt.jobs_ready` is set, a job finishes, or `poll_seconds` pass. Returns once `stop` is set (or
-    when cancelled), handing back the jobs still in flight. The provisioner and notifier are the
-    worker's from the start: it closes them (their kept connections) as it stops."""
-    limit = rt.settings.worker_concurrency
-    running: set[asyncio.Task[None]] = set()
+    """Claim and run due jobs, up to `worker_concurrency` creates and `worker_check_concurrency`
+    checks of platform tasks at once; when none is due, sleep until `rt.jobs_ready` is set, a job
+    finishes, or `poll_seconds` pass. Returns once `stop` is set (or when cancelled), handing back
+    the jobs still in flight. The provisioner and notifier are the worker's from the start: it
+    closes them (their kept connections) as it stops."""
+    settings = rt.settings
+    limits = {"create": settings.worker_concurrency, "check": settings.worker_check_concurrency}
+    running: dict[str, set[asyncio.Task[None]]] = {kind: set() for kind in limits}
     log.info(
-        "worker %s started (up to %d jobs at once)",
+        "worker %s started (up to %d creates and %d checks at once)",
         worker_id,
-        limit,
+        limits["create"],
+        limits["check"],
         extra={"event": "worker.start", "worker": worker_id},
     )
     next_housekeeping = 0.0
@@ -63,30 +66,36 @@ async def run_worker(
                 await _housekeeping(rt, worker_id)
             # cleared before looking, so a job queued while we look wakes the next wait at once
             rt.jobs_ready.clear()
-            while len(running) < limit and not stop.is_set():
-                try:
-                    job = await claim_job(rt, worker_id)
-                except Exception:
-                    log.exception(
-                        "worker %s: claiming a job failed",
-                        worker_id,
-                        extra={"event": "worker.claim_error", "worker": worker_id},
-                    )
-                    break
-                if job is None:
-                    break
+            # claimed in batches, once half a kind's slots are free: a claim is a write transaction
+            free = {
+                kind: limit - len(running[kind]) if len(running[kind]) <= limit // 2 else 0
+                for kind, limit in limits.items()
+            }
+            try:
+                jobs = await claim_jobs(rt, worker_id, creates=free["create"], checks=free["check"])
+            except Exception:
+                log.exception(
+                    "worker %s: claiming jobs failed",
+                    worker_id,
+                    extra={"event": "worker.claim_error", "worker": worker_id},
+                )
+                jobs = []
+            for job in jobs:
+                kind = "create" if job.task is None else "check"
                 task = asyncio.create_task(
                     _run_logged(rt, provisioner, notifier, job), name=f"provision-{job.order_no}"
                 )
-                running.add(task)
-                task.add_done_callback(running.discard)
-            await _wait_for_any([rt.jobs_ready.wait(), stop.wait()], running, poll_seconds)
+                running[kind].add(task)
+                task.add_done_callback(running[kind].discard)
+            in_flight = running["create"] | running["check"]
+            await _wait_for_any([rt.jobs_ready.wait(), stop.wait()], in_flight, poll_seconds)
     finally:
-        for task in running:
+        in_flight = running["create"] | running["check"]
+        for task in in_flight:
             task.cancel()
         # the deliveries in flight are handed back, as the jobs are
         webhooks.cancel()
-        await asyncio.gather(*running, webhooks, return_exceptions=True)
+        await asyncio.gather(*in_flight, webhooks, return_exceptions=True)
         await _close(worker_id, provisioner, notifier)
         log.info("worker %s stopped", worker_id, extra={"event": "worker.stop", "worker": worker_id})
 

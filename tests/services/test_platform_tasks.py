@@ -14,6 +14,7 @@ import pytest
 
 from models import AttemptOutcome, CardStatus, JobStatus, OrderStatus
 from services import orders
+from services.provisioning_jobs import claim_jobs
 from services.runtime import Caller
 from tests.fake_provider import FakePlatform, platform_settings, serve_platform, signed_by
 from tests.provisioning_helpers import (
@@ -259,3 +260,41 @@ async def test_the_simulated_provisioner_accepts_and_finishes_after_its_delay(rt
     state = await order_state(simulated, placed.order_id)
     assert state.order.status is OrderStatus.ACTIVE
     assert [i.ip_address for i in state.instances] == ["198.51.100.1"]
+
+
+async def test_one_claim_takes_creates_and_checks_counted_apart_each_with_its_attempt_row(
+    prt, platform, member, clock
+):
+    # given five orders whose creates the platform accepted, and three more not yet sent
+    waiting = [await place_order(prt, member.id) for _ in range(5)]
+    for _ in waiting:
+        assert await step(prt)
+    fresh = [await place_order(prt, member.id) for _ in range(3)]
+    clock.set(T0 + timedelta(seconds=5))
+
+    # when one worker claims at most 2 creates and 4 checks in one go
+    claimed = await claim_jobs(prt, "w1", creates=2, checks=4)
+
+    # then it holds the two oldest creates and the four oldest checks, under its lease
+    assert sorted(job.order_no for job in claimed if job.task is None) == sorted(
+        p.order_no for p in fresh[:2]
+    )
+    assert sorted(job.order_no for job in claimed if job.task is not None) == sorted(
+        p.order_no for p in waiting[:4]
+    )
+    for job in claimed:
+        state = await order_state(prt, job.order_id)
+        assert (state.job.status, state.job.worker_id, state.order.status) == (
+            JobStatus.RUNNING,
+            "w1",
+            OrderStatus.PROVISIONING,
+        )
+        # a create counts an attempt, a check a poll; each call has its open attempt row
+        assert (state.job.attempts, state.job.polls) == ((1, 0) if job.task is None else (1, 1))
+        attempts = await attempts_of(prt, job.order_id)
+        assert attempts[-1].id == job.attempt_id and attempts[-1].outcome is None
+        assert [a.number for a in attempts] == list(range(1, len(attempts) + 1))
+    # and another worker finds only what is left: one create and one check
+    rest = await claim_jobs(prt, "w2", creates=5, checks=5)
+    assert sorted(job.order_no for job in rest) == sorted([fresh[2].order_no, waiting[4].order_no])
+    assert await claim_jobs(prt, "w3", creates=5, checks=5) == []
