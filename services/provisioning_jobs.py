@@ -1,7 +1,7 @@
-"""Provisioning jobs (RULES §5, RULES-v2 §3): jobs claimed under a lease in batches (`claim_jobs`) and one step
-of it run to its recorded outcome (`run_job`): the create call, or, for a task the platform accepted,
-one look at the task (or the end a callback reported). What each outcome writes is
-`services/provisioning_outcomes.py`.
+"""Provisioning jobs (RULES §5, RULES-v2 §3): jobs claimed under a lease, in batches (`claim_jobs`),
+and one step of each run to its recorded outcome (`run_job`): the create call, or, for a task the
+platform accepted, one look at the task (or the end a callback reported). What each outcome writes
+is `services/provisioning_outcomes.py`.
 
 A job waiting on a platform task is only a row: QUEUED with the time of its next check, its order
 PROVISIONING with `external_task_id`. No worker slot, lease or thread is held while the platform
