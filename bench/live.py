@@ -3,24 +3,26 @@
     python bench/live.py [--backend sqlite|postgres|both] [--subscribers 1000] [--seconds 16]
 
 Per back-end, on a fresh database:
-  1. SUBSCRIBERS members each redeem one card (through the services, before any server starts), and
-     their jobs are held back (run_after a day ahead).
+  1. SUBSCRIBERS members each redeem two cards (through the services, before any server starts),
+     and their jobs are held back (run_after a day ahead).
   2. The subscribers' API process starts: on SQLite `tihuo serve` (the worker runs in it, as it must
      there); on PostgreSQL a uvicorn API process without a worker, and a second process, `tihuo
      serve`, whose worker changes the orders, so every notice crosses processes.
   3. SUBSCRIBERS WebSocket connections, each signed in as its member, subscribe to orderUpdates of
      the member's own order and get its first message (PENDING). The process's RSS is read before
      and after they connect.
-  4. The jobs are released; as each order turns ACTIVE its subscriber notes when the message came.
+  4. The watched orders' jobs are released; as each order turns ACTIVE its subscriber notes when the message came.
      Figures: from the commit to the message, p50 / p99 / max, the commit's time being that of the
      worker's `provisioning.active` log line (written right after the commit, to the millisecond);
      and how fast the worker turned them ACTIVE.
   5. Redemption throughput through one API process without a worker, as bench/redeem.py measures
      it (the worker's processes are stopped; on SQLite a uvicorn API process takes the place of
      `tihuo serve`): 16 clients, each taking turns among its members' tokens, in turns of
-     SECONDS/4, without any subscriber, then with every member subscribed to myOrderUpdates (each
-     redemption's PENDING order reaches one subscriber; measured once the server has set them
-     all up), twice each; the ratio of the two, and the server's CPU time per redemption.
+     SECONDS/4: without any subscriber; with every member watching its second order (still
+     PENDING: the issue's setting, 1,000 open subscriptions each to its own order); and with every
+     member subscribed to myOrderUpdates (each redemption's new order reaches one subscriber, so
+     each redemption also makes a message); each measured once the server has set them all up,
+     twice each; the ratios to the first, and the server's CPU time per redemption.
 PostgreSQL: TIHUO_BENCH_POSTGRES_URL (default …/tihuo_bench, created when missing, reset).
 """
 
@@ -64,11 +66,12 @@ CATALOG = ROOT / "tests" / "fixtures" / "catalog.toml"
 ORDER_UPDATES = "subscription($id: ID!){ orderUpdates(orderId: $id) { id status } }"
 MY_ORDER_UPDATES = "subscription { myOrderUpdates { id status } }"
 CLIENTS = 16
-THROUGHPUT_CARDS = 12_000
+THROUGHPUT_CARDS = 16_000
 
 
 async def setup(backend: str, workdir: Path, subscribers: int) -> tuple[Runtime, list[Any], list[str], str]:
-    """The database, SUBSCRIBERS members (tokens) each with one PENDING order held back, and codes."""
+    """The database, SUBSCRIBERS members (tokens) each with two PENDING orders held back (one watched
+    until ACTIVE, one watched idle during the throughput runs), and codes."""
     if backend == "postgres":
         await fresh_postgres()
         url = PG_URL
@@ -95,18 +98,23 @@ async def setup(backend: str, workdir: Path, subscribers: int) -> tuple[Runtime,
     )
     line = await db_scalar(rt, "SELECT id FROM lines WHERE code = 'sh-bgp'")
     image = str(await db_scalar(rt, "SELECT id FROM os_images WHERE code = 'centos-7.9'"))
-    watched = await cloud_server_batch(rt, admin, line, subscribers, name="watched")
+    watched = await cloud_server_batch(rt, admin, line, 2 * subscribers, name="watched")
     codes = await batch_codes(rt, admin, watched.id, "bench password 1")
     expires = rt.now() + timedelta(days=1)
     members: list[Any] = []
-    for index, code in enumerate(codes):
+    for index in range(subscribers):
         viewer = await create_user(
             rt, username=f"bench-member-{index}", password="bench password 1", role=Role.MEMBER
         )
-        redeemed = await redemption.redeem_card(
-            rt, Caller(viewer=viewer), redemption.RedeemRequest(code=code, os_image_id=image)
-        )
-        members.append((issue_token(rt.keys.token, TokenClaims(viewer.id, 1, expires)), redeemed.order.id))
+        orders = [
+            (
+                await redemption.redeem_card(
+                    rt, Caller(viewer=viewer), redemption.RedeemRequest(code=code, os_image_id=image)
+                )
+            ).order.id
+            for code in codes[2 * index : 2 * index + 2]
+        ]
+        members.append((issue_token(rt.keys.token, TokenClaims(viewer.id, 1, expires)), *orders))
     async with rt.db.write() as session:
         await session.execute(update(ProvisioningJob).values(run_after=rt.now() + timedelta(days=1)))
     spare = await cloud_server_batch(rt, admin, line, THROUGHPUT_CARDS, name="redeemed")
@@ -262,8 +270,8 @@ async def run(backend: str, subscribers: int, seconds: float) -> None:
         try:
             await asyncio.sleep(1)
             rss_before = rss_mib(served.pid)
-            watchers = [Subscriber(ws_url, token) for token, _ in members]
-            await open_all(watchers, ORDER_UPDATES, [{"id": str(order)} for _, order in members], True)
+            watchers = [Subscriber(ws_url, token) for token, _, _ in members]
+            await open_all(watchers, ORDER_UPDATES, [{"id": str(order)} for _, order, _ in members], True)
             await settled(served.pid)
             rss_after = rss_mib(served.pid)
             print(
@@ -275,7 +283,9 @@ async def run(backend: str, subscribers: int, seconds: float) -> None:
             waiting = [asyncio.create_task(w.until_active(arrived)) for w in watchers]
             async with rt.db.write() as session:
                 await session.execute(
-                    update(ProvisioningJob).values(run_after=rt.now() - timedelta(seconds=1))
+                    update(ProvisioningJob)
+                    .where(ProvisioningJob.order_id.in_([order for _, order, _ in members]))
+                    .values(run_after=rt.now() - timedelta(seconds=1))
                 )
             async with asyncio.timeout(600):
                 await asyncio.gather(*waiting)
@@ -302,21 +312,26 @@ async def run(backend: str, subscribers: int, seconds: float) -> None:
                 processes.append(start_api(env, port))
                 ws_url = f"ws://127.0.0.1:{port}/graphql"
             url = f"http://127.0.0.1:{port}/graphql"
-            tokens = [token for token, _ in members]
+            tokens = [token for token, _, _ in members]
+            idle = [{"id": str(order)} for _, _, order in members]
             turns = [tokens[i::CLIENTS] for i in range(CLIENTS)]
             work = iter([{"c": code, "os": image} for code in codes])
-            results: dict[str, list[float]] = {"without": [], "with": []}
-            cpus: dict[str, list[float]] = {"without": [], "with": []}
+            labels = ("without", "watching", "mine")
+            results: dict[str, list[float]] = {label: [] for label in labels}
+            cpus: dict[str, list[float]] = {label: [] for label in labels}
             await drive(
                 url, REDEEM, [next(work) for _ in range(200)], turns, 2, "RedeemCardSuccess"
             )  # warm-up
             for _ in range(2):
-                for label in ("without", "with"):
+                for label in labels:
                     live: list[Subscriber] = []
                     draining: list[asyncio.Task[None]] = []
-                    if label == "with":
+                    if label != "without":
                         live = [Subscriber(ws_url, token) for token in tokens]
-                        await open_all(live, MY_ORDER_UPDATES, [{}] * len(live), False)
+                        if label == "watching":
+                            await open_all(live, ORDER_UPDATES, idle, False)
+                        else:
+                            await open_all(live, MY_ORDER_UPDATES, [{}] * len(live), False)
                         draining = [asyncio.create_task(s.drain()) for s in live]
                         # measured once every subscription is set up, not while they are
                         await settled(processes[-1 if backend == "sqlite" else 0].pid)
@@ -330,16 +345,23 @@ async def run(backend: str, subscribers: int, seconds: float) -> None:
                         print(f"  ({label}: {done.errors} errors)")
                     await asyncio.gather(*(s.close() for s in live))
                     await asyncio.gather(*draining)
-            without, with_ = statistics.mean(results["without"]), statistics.mean(results["with"])
+            without = statistics.mean(results["without"])
             print(
-                f"  redeemCard through the subscribers' process: {without:.0f}/s without subscribers, "
-                f"{with_:.0f}/s with {subscribers} subscribed to myOrderUpdates "
-                f"(turns {', '.join(f'{v:.0f}' for v in results['without'])} / "
-                f"{', '.join(f'{v:.0f}' for v in results['with'])}): ratio {with_ / without:.2f}; "
-                f"the server's CPU per redemption {statistics.mean(cpus['without']):.1f} ms without, "
-                f"{statistics.mean(cpus['with']):.1f} ms with",
+                f"  redeemCard through the subscribers' process, {without:.0f}/s without subscribers "
+                f"(turns {', '.join(f'{v:.0f}' for v in results['without'])}), "
+                f"the server's CPU per redemption {statistics.mean(cpus['without']):.1f} ms",
                 flush=True,
             )
+            for label, what in (
+                ("watching", f"{subscribers} open orderUpdates, each on its member's own PENDING order"),
+                ("mine", f"{subscribers} on myOrderUpdates: each redemption's new order reaches one"),
+            ):
+                mean = statistics.mean(results[label])
+                print(
+                    f"  with {what}: {mean:.0f}/s (turns {', '.join(f'{v:.0f}' for v in results[label])}), "
+                    f"ratio {mean / without:.2f}; CPU per redemption {statistics.mean(cpus[label]):.1f} ms",
+                    flush=True,
+                )
         finally:
             for process in processes:
                 if process.poll() is None:
