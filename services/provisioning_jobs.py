@@ -94,18 +94,20 @@ async def claim_jobs(rt: Runtime, worker_id: str, *, creates: int, checks: int) 
     create may hold its call for TIHUO_PROVISION_TIMEOUT_SECONDS, a check is a short look."""
     now = rt.now()
     picks = [_pick(now, limit, waiting) for limit, waiting in ((creates, False), (checks, True)) if limit > 0]
-    return await _claim(rt, worker_id, picks)
+    # the idle poll's one read looks for either kind when both are wanted
+    anything = _pick(now, 1, None) if len(picks) == 2 else None
+    return await _claim(rt, worker_id, picks, anything)
 
 
-async def _claim(rt: Runtime, worker_id: str, picks: list[Select[Any]]) -> list[ClaimedJob]:
+async def _claim(
+    rt: Runtime, worker_id: str, picks: list[Select[Any]], anything: Select[Any] | None = None
+) -> list[ClaimedJob]:
     if not picks:
         return []
     # an idle poll only reads: on SQLite a write transaction would take the database's one write lock
+    look = anything if anything is not None else picks[0]
     async with rt.db.read() as session:
-        for pick in picks:
-            if await session.scalar(pick.with_only_columns(ProvisioningJob.id).limit(1)) is not None:
-                break
-        else:
+        if await session.scalar(look.with_only_columns(ProvisioningJob.id).limit(1)) is None:
             return []
     if not rt.db.is_sqlite:
         picks = [pick.with_for_update(of=ProvisioningJob, skip_locked=True) for pick in picks]
