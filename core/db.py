@@ -16,7 +16,7 @@ import contextvars
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from core.files import private_file, tighten_file
+from core.group_commit import GroupCommit
 from core.notify import Hub
 from core.settings import Settings
 from core.sql import POSTGRES, SQLITE, Codec, Plan, Sql
@@ -132,6 +133,7 @@ class Database:
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         # change notices inside this process (core.notify); on PostgreSQL fed by a LISTEN connection
         self.hub = Hub()
+        self.group = GroupCommit(self.write)
 
     @property
     def dialect(self) -> str:
@@ -155,6 +157,11 @@ class Database:
                 yield session
         for callback in session.info.pop(AFTER_COMMIT, ()):
             callback()
+
+    async def write_shared(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """`work(session)` in a `write()` transaction it may share with others handed over at the
+        same moment (core/group_commit.py: it must be safe to run again); its result."""
+        return await self.group.run(work)
 
     @staticmethod
     def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:

@@ -1,7 +1,9 @@
 """What each end of a provisioning step writes (services/provisioning_jobs.py runs the step): the
 job, its order, the instance, the attempt row, in one transaction each, and only while the worker
 still holds the job (a worker that lost its lease records nothing but the attempt's LEASE_LOST).
-Every change of the order's status goes through services/order_events.py.
+Outcomes recorded at the same moment share their transaction (`Database.write_shared`, group
+commit: each write below may run again alone). Every change of the order's status goes through
+services/order_events.py.
 """
 
 from __future__ import annotations
@@ -172,13 +174,16 @@ async def store_password(session: AsyncSession, job_id: int, sealed: Sealed) -> 
 
 async def erase_password(rt: Runtime, job: ClaimedJob) -> None:
     """The SMS gateway took the message: nothing keeps the password any more."""
-    async with rt.db.write() as session:
+
+    async def write(session: AsyncSession) -> None:
         await session.execute(
             update(ProvisioningJob)
             .where(ProvisioningJob.id == job.job_id)
             .values(password_cipher=None, password_key_version=None)
             .execution_options(synchronize_session=False)
         )
+
+    await rt.db.write_shared(write)
 
 
 def reported_answer(reported: dict[str, Any], rt: Runtime, job: ClaimedJob) -> Active:
@@ -194,12 +199,13 @@ def reported_answer(reported: dict[str, Any], rt: Runtime, job: ClaimedJob) -> A
 
 async def record_active(rt: Runtime, job: ClaimedJob, result: Active) -> Instance | None:
     now = rt.now()
-    async with rt.db.write() as session:
-        values: dict[str, Any] = {"status": JobStatus.DONE, "last_error": None, "reported": None}
-        if result.root_password and not (job.reported or {}).get("rootPassword"):
-            # the platform's password is the member's now: kept only sealed, until the SMS went
-            sealed = rt.password_keys.seal(result.root_password, job.order_no)
-            values |= {"password_cipher": sealed.cipher, "password_key_version": sealed.key_version}
+    values: dict[str, Any] = {"status": JobStatus.DONE, "last_error": None, "reported": None}
+    if result.root_password and not (job.reported or {}).get("rootPassword"):
+        # the platform's password is the member's now: kept only sealed, until the SMS went
+        sealed = rt.password_keys.seal(result.root_password, job.order_no)
+        values |= {"password_cipher": sealed.cipher, "password_key_version": sealed.key_version}
+
+    async def write(session: AsyncSession) -> Instance | None:
         if not await _settle(session, job, now, AttemptOutcome.DONE, result.detail, **values):
             return None
         instance = Instance(
@@ -220,6 +226,11 @@ async def record_active(rt: Runtime, job: ClaimedJob, result: Active) -> Instanc
         )
         session.add(instance)
         await _change_order(session, job, OrderStatus.ACTIVE, activated_at=now, failure_reason=None)
+        return instance
+
+    instance = await rt.db.write_shared(write)
+    if instance is None:
+        return None
     log.info(
         "order %s: active (ip %s, attempt %d)",
         job.order_no,
@@ -235,7 +246,8 @@ async def record_accepted(rt: Runtime, job: ClaimedJob, answer: Accepted) -> Non
     """The platform took the request: the order waits with the task's id, the job is a row with the
     time of its first check and the deadline, held by nobody."""
     now = rt.now()
-    async with rt.db.write() as session:
+
+    async def write(session: AsyncSession) -> bool:
         if not await _settle(
             session,
             job,
@@ -250,13 +262,17 @@ async def record_accepted(rt: Runtime, job: ClaimedJob, answer: Accepted) -> Non
             deadline_at=now + timedelta(seconds=rt.settings.provision_deadline_seconds),
             last_error=None,
         ):
-            return
+            return False
         await session.execute(
             update(Order)
             .where(Order.id == job.order_id)
             .values(external_task_id=answer.task_id)
             .execution_options(synchronize_session=False)
         )
+        return True
+
+    if not await rt.db.write_shared(write):
+        return
     metrics.provisioning_attempt("accepted")
     log.info(
         "order %s: accepted by the platform as task %s",
@@ -278,7 +294,8 @@ async def record_waiting(rt: Runtime, job: ClaimedJob, detail: str, *, transient
         next_check, polls = now + poll_delay(job.polls), job.polls
     if job.deadline_at is not None:
         next_check = min(next_check, job.deadline_at)
-    async with rt.db.write() as session:
+
+    async def write(session: AsyncSession) -> None:
         await _settle(
             session,
             job,
@@ -292,16 +309,23 @@ async def record_waiting(rt: Runtime, job: ClaimedJob, detail: str, *, transient
             last_error=detail[:REASON_MAX] if transient else None,
         )
 
+    await rt.db.write_shared(write)
+
 
 async def record_failed(rt: Runtime, job: ClaimedJob, reason: str, event: str) -> None:
     now = rt.now()
     reason = reason[:REASON_MAX]
-    async with rt.db.write() as session:
+
+    async def write(session: AsyncSession) -> bool:
         if not await _settle(
             session, job, now, AttemptOutcome.REFUSED, reason, status=JobStatus.FAILED, last_error=reason
         ):
-            return
+            return False
         await _change_order(session, job, OrderStatus.FAILED, failure_reason=reason)
+        return True
+
+    if not await rt.db.write_shared(write):
+        return
     log.warning("order %s: failed: %s", job.order_no, reason, extra=log_extra(job, f"provisioning.{event}"))
     metrics.provisioning_attempt("failed")
 
@@ -342,8 +366,10 @@ async def _requeue(
     values: dict[str, Any] = {"status": JobStatus.QUEUED, "run_after": run_after}
     if error is not None:
         values["last_error"] = error
-    async with rt.db.write() as session:
-        if not await _settle(session, job, rt.now(), outcome, error or "handed back", **values):
+    now = rt.now()
+
+    async def write(session: AsyncSession) -> bool:
+        if not await _settle(session, job, now, outcome, error or "handed back", **values):
             return False
         if job.task is None:
             # a create that did not happen: PENDING again. A task the platform runs stays PROVISIONING
@@ -355,7 +381,9 @@ async def _requeue(
             )
             if changed.rowcount == 1:
                 await order_events.status_changed(session, job.order_id, OrderStatus.PENDING)
-    return True
+        return True
+
+    return await rt.db.write_shared(write)
 
 
 async def release(rt: Runtime, job: ClaimedJob) -> None:
