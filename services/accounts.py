@@ -10,12 +10,14 @@ import asyncio
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.security import TOKEN_PREFIX, TokenClaims, issue_token, read_token, verify_password
+from core.sql import Codec, Plan, Sql
 from models import Role, User
 from services import audit, portal, ratelimit
 from services.errors import FieldProblem, InvalidInput, NotFound, Unauthenticated, WrongPassword
@@ -26,6 +28,16 @@ MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
 # the command line: the operator at the machine, audited with no actor
 OPERATOR = Caller()
+
+
+# what a token's check reads of its user, through the drivers' own path (core.sql): every signed-in
+# request past the cache, and every live stream's recheck, makes this read
+_USERS = User.__table__
+TOKEN_USER = Sql(
+    select(_USERS.c.id, _USERS.c.username, _USERS.c.role, _USERS.c.token_version, _USERS.c.disabled_at).where(
+        _USERS.c.id == bindparam("user_id")
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -126,12 +138,16 @@ async def viewer_for_token(rt: Runtime, token: str) -> Viewer | None:
     if cached is not None and cached[1] > now:
         return cached[0]
     generation = rt.viewer_cache.generation
-    async with rt.db.read() as session:
-        user = await session.get(User, claims.user_id)
-    if user is None or user.token_version != claims.token_version or user.disabled_at is not None:
+
+    def plan(_: Codec) -> Plan[Any]:
+        rows = yield TOKEN_USER, {"user_id": claims.user_id}
+        return rows[0] if rows else None
+
+    user = await rt.db.run_read(plan)
+    if user is None or user["token_version"] != claims.token_version or user["disabled_at"] is not None:
         rt.viewer_cache.pop(token, None)
         return None
-    viewer = _viewer(user)
+    viewer = Viewer(id=user["id"], username=user["username"], role=Role(user["role"]))
     ttl = rt.settings.token_cache_seconds
     # not when a user was forgotten meanwhile: this read may predate that change
     if ttl > 0 and rt.viewer_cache.generation == generation:

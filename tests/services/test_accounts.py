@@ -3,8 +3,6 @@ checked tokens when a user changes."""
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-
 import pytest
 from sqlalchemy import select
 
@@ -64,18 +62,17 @@ async def test_a_token_check_that_read_its_user_before_a_change_does_not_remembe
     # given a token check whose read of the user ends just before the user's password is changed
     # (the database read is wrapped only to fix this interleaving of two concurrent requests)
     user = await make_user(rt, "racing", Role.MEMBER)
-    read = rt.db.read
+    run_read = rt.db.run_read
 
-    @asynccontextmanager
-    async def read_then_change():  # type: ignore[no-untyped-def]
-        async with read() as session:
-            yield session
+    async def read_then_change(plan):  # type: ignore[no-untyped-def]
+        answer = await run_read(plan)
         await set_password(rt, username="racing", password="another long password")
+        return answer
 
-    monkeypatch.setattr(rt.db, "read", read_then_change)
+    monkeypatch.setattr(rt.db, "run_read", read_then_change)
     # the check answers for the moment it read (before the change) ...
     assert (await viewer_for_token(rt, user.token)).username == "racing"
-    monkeypatch.setattr(rt.db, "read", read)
+    monkeypatch.setattr(rt.db, "run_read", run_read)
 
     # ... but does not remember it: the next check reads the user again and refuses the token
     assert rt.viewer_cache.get(user.token) is None
