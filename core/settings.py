@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     # keys of the login passwords waiting for their SMS: `version:base64 of 32 bytes`, comma
     # separated, the highest encrypting (unset: one derived from the server secret)
     login_password_keys: str | None = Field(default=None, repr=False)
-    worker_concurrency: int = Field(default=4, ge=1)
+    # creates (calls to the provisioner) one worker has in flight at once: a platform that accepts
+    # at once answers in milliseconds, so the slots are the worker's pace through a burst
+    worker_concurrency: int = Field(default=16, ge=1)
     # checks of accepted platform tasks (short GETs) one worker runs at once, besides the creates
     worker_check_concurrency: int = Field(default=32, ge=1)
 
