@@ -106,6 +106,12 @@ def poll_delay(polls: int) -> timedelta:
     return timedelta(seconds=min(POLL_FIRST_SECONDS * POLL_FACTOR**polls, POLL_MAX_SECONDS))
 
 
+def on_schedule(accepted_at: datetime, polls: int) -> datetime:
+    """When a task accepted at `accepted_at` is due for its look after the `polls`-th: the
+    acceptance plus the back-off's intervals so far (5 s, 12.5 s, 23.75 s, ... after it)."""
+    return accepted_at + sum((poll_delay(done) for done in range(polls + 1)), timedelta())
+
+
 def log_extra(job: ClaimedJob, event: str) -> dict[str, Any]:
     return {"event": event, "order_no": job.order_no, "job_id": job.job_id, "worker": job.worker_id}
 
@@ -284,14 +290,20 @@ async def record_accepted(rt: Runtime, job: ClaimedJob, answer: Accepted) -> Non
 
 async def record_waiting(rt: Runtime, job: ClaimedJob, detail: str, *, transient: bool) -> None:
     """The task still runs: look again after the back-off, never past the deadline; at once if a
-    callback reported its end meanwhile. A look that got no answer (5xx, silence) says nothing
-    about the task: it is asked again after the first interval, and the back-off stays where it was,
-    so a flaky status API delays an order by seconds, not by the next doubled interval."""
+    callback reported its end meanwhile. The looks keep to their schedule from the acceptance
+    (`on_schedule`), so a late look does not push the later ones back. A look that got no answer
+    (5xx, silence) says nothing about the task: it is asked again after the first interval, and the
+    back-off stays where it was, so a flaky status API delays an order by seconds, not by the next
+    doubled interval."""
     now = rt.now()
     if transient:
         next_check, polls = now + poll_delay(0), job.polls - 1
     else:
-        next_check, polls = now + poll_delay(job.polls), job.polls
+        polls = job.polls
+        next_check = on_schedule(job.task.accepted_at, polls) if job.task is not None else now
+        if next_check <= now:
+            # behind the schedule (a retry of the order, or looks that failed many times): from now
+            next_check = now + poll_delay(polls)
     if job.deadline_at is not None:
         next_check = min(next_check, job.deadline_at)
 

@@ -298,3 +298,33 @@ async def test_one_claim_takes_creates_and_checks_counted_apart_each_with_its_at
     rest = await claim_jobs(prt, "w2", creates=5, checks=5)
     assert sorted(job.order_no for job in rest) == sorted([fresh[2].order_no, waiting[4].order_no])
     assert await claim_jobs(prt, "w3", creates=5, checks=5) == []
+
+
+async def test_a_look_that_failed_does_not_push_the_later_looks_back(prt, platform, member, clock):
+    placed = await place_order(prt, member.id)
+    assert await step(prt)  # accepted at T0; the task runs 30 s
+    platform.poll_error_rate = 1.0
+    clock.set(T0 + timedelta(seconds=5))
+    assert await step(prt)  # the first look fails: asked again 5 s later
+    assert (await order_state(prt, placed.order_id)).job.run_after == T0 + timedelta(seconds=10)
+
+    platform.poll_error_rate = 0.0
+    clock.set(T0 + timedelta(seconds=10))
+    assert await step(prt)  # "running"
+
+    # the next look keeps to the schedule from the acceptance (12.5 s), not 7.5 s after this one
+    state = await order_state(prt, placed.order_id)
+    assert (state.job.run_after, state.job.polls) == (T0 + timedelta(seconds=12.5), 1)
+
+
+async def test_a_task_looked_at_behind_its_schedule_is_looked_at_again_after_the_back_off(
+    prt, platform, member, clock
+):
+    placed = await place_order(prt, member.id)
+    assert await step(prt)
+    # the worker comes 20 s late to the first look: the second's time (12.5 s) has passed
+    clock.set(T0 + timedelta(seconds=25))
+    assert await step(prt)
+
+    state = await order_state(prt, placed.order_id)
+    assert (state.job.run_after, state.job.polls) == (T0 + timedelta(seconds=25 + 7.5), 1)
