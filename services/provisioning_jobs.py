@@ -121,6 +121,8 @@ async def _claim(
             return []
         taken = await _take(session, worker_id, now, lease_until, picked)
         picked = [(job, task_id) for job, task_id in picked if job.id in taken]
+        if not picked:
+            return []
         for job, _ in picked:
             if job.status is JobStatus.RUNNING:
                 await lose_open_attempts(session, job.order_id, now, job.worker_id)
