@@ -17,7 +17,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select, update
+from sqlalchemy import Select, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import (
@@ -49,6 +49,7 @@ from services.provisioners import (
     TransientFailure,
 )
 from services.provisioning_attempts import lose_open_attempts, open_attempts
+from core.sql import Plan, Sql
 from services.provisioning_outcomes import ClaimedJob, log_extra
 from services.runtime import Runtime
 from services.signed_http import redact
@@ -59,20 +60,21 @@ log = logging.getLogger("tihuo.provisioning")
 # ---------------------------------------------------------------- claiming a job
 
 
-def _due(now: datetime) -> Any:
+def _due(now: Any) -> Any:
+    """Due at `now` (a time, or the bind parameter of the idle look)."""
     return or_(
         and_(ProvisioningJob.status == JobStatus.QUEUED, ProvisioningJob.run_after <= now),
         and_(ProvisioningJob.status == JobStatus.RUNNING, ProvisioningJob.lease_until < now),
     )
 
 
-def _pick(now: datetime, limit: int, waiting: bool | None) -> Select[Any]:
+def _pick(now: Any, limit: int, waiting: bool | None) -> Select[Any]:
     """The oldest due jobs: creates (`waiting` False), checks of a platform's task (True), or both."""
     pick = (
         select(ProvisioningJob, Order.external_task_id)
         .join(Order, Order.id == ProvisioningJob.order_id)
         # a job whose order left the provisioning path (by hand, say) is not run
-        .where(_due(now), Order.status.in_((OrderStatus.PENDING, OrderStatus.PROVISIONING)))
+        .where(_due(now), or_(Order.status == OrderStatus.PENDING, Order.status == OrderStatus.PROVISIONING))
     )
     if waiting is not None:
         task = Order.external_task_id
@@ -80,9 +82,29 @@ def _pick(now: datetime, limit: int, waiting: bool | None) -> Select[Any]:
     return pick.order_by(ProvisioningJob.run_after, ProvisioningJob.id).limit(limit)
 
 
+# The idle poll's look (is any job of these kinds due?), per `waiting` as in `_pick`. An idle worker
+# makes it every TIHUO_WORKER_POLL_SECONDS, so it goes through the drivers' own path (core.sql) and
+# only reads: on SQLite a write transaction would take the database's one write lock.
+_LOOKS = {
+    waiting: Sql(
+        _pick(bindparam("now", type_=ProvisioningJob.run_after.type), 1, waiting).with_only_columns(
+            ProvisioningJob.id
+        )
+    )
+    for waiting in (None, False, True)
+}
+
+
+async def _any_due(rt: Runtime, waiting: bool | None, now: datetime) -> bool:
+    def plan(_: Any) -> Plan[bool]:
+        return bool((yield _LOOKS[waiting], {"now": now}))
+
+    return await rt.db.run_read(plan)
+
+
 async def claim_job(rt: Runtime, worker_id: str) -> ClaimedJob | None:
     """Take the oldest due job of either kind (`claim_jobs`), or None."""
-    claimed = await _claim(rt, worker_id, [_pick(rt.now(), 1, None)])
+    claimed = await _claim(rt, worker_id, {None: 1})
     return claimed[0] if claimed else None
 
 
@@ -92,23 +114,19 @@ async def claim_jobs(rt: Runtime, worker_id: str, *, creates: int, checks: int) 
     an expired lease (its worker died: its open attempt ends LEASE_LOST). On PostgreSQL `FOR UPDATE
     SKIP LOCKED`, so concurrent workers take different jobs. The two are counted apart because a
     create may hold its call for TIHUO_PROVISION_TIMEOUT_SECONDS, a check is a short look."""
+    return await _claim(rt, worker_id, {False: creates, True: checks})
+
+
+async def _claim(rt: Runtime, worker_id: str, limits: dict[bool | None, int]) -> list[ClaimedJob]:
+    """Up to `limits[waiting]` jobs of each kind (`_pick`), after the idle look found one due."""
     now = rt.now()
-    picks = [_pick(now, limit, waiting) for limit, waiting in ((creates, False), (checks, True)) if limit > 0]
-    # the idle poll's one read looks for either kind when both are wanted
-    anything = _pick(now, 1, None) if len(picks) == 2 else None
-    return await _claim(rt, worker_id, picks, anything)
-
-
-async def _claim(
-    rt: Runtime, worker_id: str, picks: list[Select[Any]], anything: Select[Any] | None = None
-) -> list[ClaimedJob]:
-    if not picks:
+    wanted = [waiting for waiting, limit in limits.items() if limit > 0]
+    if not wanted:
         return []
-    # an idle poll only reads: on SQLite a write transaction would take the database's one write lock
-    look = anything if anything is not None else picks[0]
-    async with rt.db.read() as session:
-        if await session.scalar(look.with_only_columns(ProvisioningJob.id).limit(1)) is None:
-            return []
+    # one look for either kind when both are wanted
+    if not await _any_due(rt, wanted[0] if len(wanted) == 1 else None, now):
+        return []
+    picks = [_pick(now, limits[waiting], waiting) for waiting in wanted]
     if not rt.db.is_sqlite:
         picks = [pick.with_for_update(of=ProvisioningJob, skip_locked=True) for pick in picks]
     now = rt.now()

@@ -18,8 +18,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 
+from core.sql import Plan, Sql
 from models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookMessage
 from services import metrics
 from services import webhook_addresses as addresses
@@ -61,7 +62,8 @@ class ClaimedDelivery:
     secrets: tuple[bytes, ...] = field(repr=False)
 
 
-def _due(now: datetime) -> Any:
+def _due(now: Any) -> Any:
+    """Due at `now` (a time, or the bind parameter of the idle look)."""
     return and_(
         WebhookDelivery.status == DeliveryStatus.PENDING,
         WebhookDelivery.next_attempt_at <= now,
@@ -70,21 +72,36 @@ def _due(now: datetime) -> Any:
     )
 
 
-async def claim_deliveries(rt: Runtime, worker_id: str, limit: int) -> list[ClaimedDelivery]:
-    """Take up to `limit` due deliveries (PENDING, due, not leased or under an expired lease, of an
-    enabled endpoint), oldest first, under a lease of TIHUO_WEBHOOK_LEASE_SECONDS."""
-    now = rt.now()
-    pick = (
+def _pick(now: Any, limit: int) -> Any:
+    return (
         select(WebhookDelivery.id)
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
         .where(_due(now))
         .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
         .limit(limit)
     )
-    # an idle poll only reads: on SQLite a write transaction would take the database's one write lock
-    async with rt.db.read() as session:
-        if await session.scalar(pick.limit(1)) is None:
-            return []
+
+
+# The idle poll's look (is any delivery due?). An idle worker makes it every
+# TIHUO_WORKER_POLL_SECONDS, so it goes through the drivers' own path (core.sql) and only reads: on
+# SQLite a write transaction would take the database's one write lock.
+_LOOK = Sql(_pick(bindparam("now", type_=WebhookDelivery.next_attempt_at.type), 1))
+
+
+async def _any_due(rt: Runtime, now: datetime) -> bool:
+    def plan(_: Any) -> Plan[bool]:
+        return bool((yield _LOOK, {"now": now}))
+
+    return await rt.db.run_read(plan)
+
+
+async def claim_deliveries(rt: Runtime, worker_id: str, limit: int) -> list[ClaimedDelivery]:
+    """Take up to `limit` due deliveries (PENDING, due, not leased or under an expired lease, of an
+    enabled endpoint), oldest first, under a lease of TIHUO_WEBHOOK_LEASE_SECONDS."""
+    now = rt.now()
+    if not await _any_due(rt, now):
+        return []
+    pick = _pick(now, limit)
     if not rt.db.is_sqlite:
         pick = pick.with_for_update(of=WebhookDelivery, skip_locked=True)
     lease_until = now + timedelta(seconds=rt.settings.webhook_lease_seconds)
