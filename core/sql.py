@@ -1,4 +1,5 @@
-"""Statements sent through the database driver itself, for the hot path (a redemption).
+"""Statements sent through the database driver itself, for the hot path (a redemption) and the
+reads made most often (a token's check, an idle worker's looks).
 
 SQLAlchemy defines the schema, the migrations and almost every query. A redemption's few statements
 instead go straight to sqlite3 or asyncpg: measured, SQLAlchemy's execution machinery was half of a

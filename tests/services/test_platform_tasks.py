@@ -300,6 +300,30 @@ async def test_one_claim_takes_creates_and_checks_counted_apart_each_with_its_at
     assert await claim_jobs(prt, "w3", creates=5, checks=5) == []
 
 
+async def test_an_idle_look_finds_only_the_kinds_wanted_and_a_claim_of_nothing_due_opens_no_write(
+    prt, platform, member, clock, monkeypatch
+):
+    # given one order whose create the platform accepted at T0: its first check is due at T0 + 5 s
+    waiting = await place_order(prt, member.id)
+    assert await step(prt)
+    writes: list[None] = []
+    opened = prt.db.write
+    monkeypatch.setattr(prt.db, "write", lambda *a, **k: writes.append(None) or opened(*a, **k))
+
+    # when the worker polls before then, or wants only creates once the check is due
+    assert await claim_jobs(prt, "w1", creates=5, checks=5) == []
+    clock.set(T0 + timedelta(seconds=5))
+    assert await claim_jobs(prt, "w1", creates=5, checks=0) == []
+
+    # then its look found nothing: no write transaction was opened (on SQLite it takes the one lock)
+    assert writes == []
+    assert (await order_state(prt, waiting.order_id)).job.status is JobStatus.QUEUED
+    # and a poll that wants checks takes it, in one write
+    claimed = await claim_jobs(prt, "w1", creates=0, checks=5)
+    assert [job.order_no for job in claimed] == [waiting.order_no]
+    assert len(writes) == 1
+
+
 async def test_a_look_that_failed_does_not_push_the_later_looks_back(prt, platform, member, clock):
     placed = await place_order(prt, member.id)
     assert await step(prt)  # accepted at T0; the task runs 30 s
