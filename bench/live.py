@@ -1,6 +1,6 @@
 """Live order status benchmark (issue 13, RULES-v2 §4). Prints its figures; not a test.
 
-    python bench/live.py [--backend sqlite|postgres|both] [--subscribers 1000] [--seconds 16]
+    python bench/live.py [--backend sqlite|postgres|both] [--subscribers 1000] [--turn 8] [--rounds 4]
 
 Per back-end, on a fresh database:
   1. SUBSCRIBERS members each redeem two cards (through the services, before any server starts),
@@ -18,11 +18,14 @@ Per back-end, on a fresh database:
   5. Redemption throughput through one API process without a worker, as bench/redeem.py measures
      it (the worker's processes are stopped; on SQLite a uvicorn API process takes the place of
      `tihuo serve`): 16 clients, each taking turns among its members' tokens, in turns of
-     SECONDS/4: without any subscriber; with every member watching its second order (still
+     TURN seconds: without any subscriber; with every member watching its second order (still
      PENDING: the issue's setting, 1,000 open subscriptions each to its own order); and with every
      member subscribed to myOrderUpdates (each redemption's new order reaches one subscriber, so
-     each redemption also makes a message); each measured once the server has set them all up,
-     twice each; the ratios to the first, and the server's CPU time per redemption.
+     each redemption also makes a message); each measured once the server has set them all up.
+     ROUNDS rounds of the three turns, in the reverse order every other round (so a machine that
+     slows down or speeds up over the run, as a shared one does, moves each label alike); the
+     ratio of a label's mean to the mean without subscribers, each round's own ratio, and the
+     server's CPU time per redemption, which the machine's other tenants move less.
 PostgreSQL: TIHUO_BENCH_POSTGRES_URL (default …/tihuo_bench, created when missing, reset).
 """
 
@@ -66,7 +69,7 @@ CATALOG = ROOT / "tests" / "fixtures" / "catalog.toml"
 ORDER_UPDATES = "subscription($id: ID!){ orderUpdates(orderId: $id) { id status } }"
 MY_ORDER_UPDATES = "subscription { myOrderUpdates { id status } }"
 CLIENTS = 16
-THROUGHPUT_CARDS = 16_000
+THROUGHPUT_CARDS = 40_000
 
 
 async def setup(backend: str, workdir: Path, subscribers: int) -> tuple[Runtime, list[Any], list[str], str]:
@@ -241,7 +244,7 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[max(0, int(len(ordered) * share) - 1)]
 
 
-async def run(backend: str, subscribers: int, seconds: float) -> None:
+async def run(backend: str, subscribers: int, turn: float, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         print(f"\n== {backend}: {subscribers} subscribers", flush=True)
@@ -315,15 +318,15 @@ async def run(backend: str, subscribers: int, seconds: float) -> None:
             tokens = [token for token, _, _ in members]
             idle = [{"id": str(order)} for _, _, order in members]
             turns = [tokens[i::CLIENTS] for i in range(CLIENTS)]
-            work = iter([{"c": code, "os": image} for code in codes])
+            # what a turn used is taken off the front: each request takes the next card
+            work = [{"c": code, "os": image} for code in codes]
             labels = ("without", "watching", "mine")
             results: dict[str, list[float]] = {label: [] for label in labels}
             cpus: dict[str, list[float]] = {label: [] for label in labels}
-            await drive(
-                url, REDEEM, [next(work) for _ in range(200)], turns, 2, "RedeemCardSuccess"
-            )  # warm-up
-            for _ in range(2):
-                for label in labels:
+            warm_up = await drive(url, REDEEM, work[:200], turns, 2, "RedeemCardSuccess")
+            del work[: len(warm_up.latencies)]
+            for round_number in range(rounds):
+                for label in labels if round_number % 2 == 0 else reversed(labels):
                     live: list[Subscriber] = []
                     draining: list[asyncio.Task[None]] = []
                     if label != "without":
@@ -335,9 +338,9 @@ async def run(backend: str, subscribers: int, seconds: float) -> None:
                         draining = [asyncio.create_task(s.drain()) for s in live]
                         # measured once every subscription is set up, not while they are
                         await settled(processes[-1 if backend == "sqlite" else 0].pid)
-                    batch = [next(work) for _ in range(int(seconds / 4 * 600))]
                     cpu = cpu_seconds(processes[-1 if backend == "sqlite" else 0].pid)
-                    done = await drive(url, REDEEM, batch, turns, seconds / 4, "RedeemCardSuccess")
+                    done = await drive(url, REDEEM, work, turns, turn, "RedeemCardSuccess")
+                    del work[: len(done.latencies)]
                     cpu = cpu_seconds(processes[-1 if backend == "sqlite" else 0].pid) - cpu
                     cpus[label].append(cpu * 1000 / max(done.successes, 1))
                     results[label].append(done.throughput)
@@ -345,6 +348,8 @@ async def run(backend: str, subscribers: int, seconds: float) -> None:
                         print(f"  ({label}: {done.errors} errors)")
                     await asyncio.gather(*(s.close() for s in live))
                     await asyncio.gather(*draining)
+            if len(work) < 1000:
+                print(f"  (only {len(work)} cards were left: THROUGHPUT_CARDS is too small for these turns)")
             without = statistics.mean(results["without"])
             print(
                 f"  redeemCard through the subscribers' process, {without:.0f}/s without subscribers "
@@ -357,9 +362,12 @@ async def run(backend: str, subscribers: int, seconds: float) -> None:
                 ("mine", f"{subscribers} on myOrderUpdates: each redemption's new order reaches one"),
             ):
                 mean = statistics.mean(results[label])
+                ratios = [v / base for v, base in zip(results[label], results["without"], strict=True)]
+                cpu_ratio = statistics.mean(cpus[label]) / statistics.mean(cpus["without"])
                 print(
                     f"  with {what}: {mean:.0f}/s (turns {', '.join(f'{v:.0f}' for v in results[label])}), "
-                    f"ratio {mean / without:.2f}; CPU per redemption {statistics.mean(cpus[label]):.1f} ms",
+                    f"ratio {mean / without:.2f} (rounds {', '.join(f'{r:.2f}' for r in ratios)}); "
+                    f"CPU per redemption {statistics.mean(cpus[label]):.1f} ms ({cpu_ratio:.2f}x)",
                     flush=True,
                 )
         finally:
@@ -385,10 +393,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--subscribers", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=16)
+    parser.add_argument("--turn", type=float, default=8, help="seconds of each throughput turn")
+    parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
     for backend in ("sqlite", "postgres") if args.backend == "both" else (args.backend,):
-        asyncio.run(run(backend, args.subscribers, args.seconds))
+        asyncio.run(run(backend, args.subscribers, args.turn, args.rounds))
 
 
 if __name__ == "__main__":
