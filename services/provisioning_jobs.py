@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Select, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.sql import Plan, Sql
 from models import (
     CardBatch,
     HostingPlan,
@@ -49,7 +50,6 @@ from services.provisioners import (
     TransientFailure,
 )
 from services.provisioning_attempts import lose_open_attempts, open_attempts
-from core.sql import Plan, Sql
 from services.provisioning_outcomes import ClaimedJob, log_extra
 from services.runtime import Runtime
 from services.signed_http import redact
