@@ -107,3 +107,4 @@ class AttemptOutcome(enum.StrEnum):
     REFUSED = "REFUSED"
     TRANSIENT = "TRANSIENT"
     LEASE_LOST = "LEASE_LOST"
+    CANCELLED = "CANCELLED"

@@ -95,6 +95,7 @@ ProvisioningAttemptOutcomeEnum = described_enum(
         AttemptOutcome.REFUSED: "A definite no (4xx, or the task ended in failure).",
         AttemptOutcome.TRANSIENT: "Timeout, connection error, 5xx: retried.",
         AttemptOutcome.LEASE_LOST: "The worker died or lost its lease; another took over.",
+        AttemptOutcome.CANCELLED: "An admin cancelled the order and the platform dropped its task (DELETE).",
     },
 )
 

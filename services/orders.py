@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.ids import parse_id
 from models import (
+    AttemptOutcome,
     BatchRedemptionDay,
     Card,
     CardBatch,
@@ -36,6 +37,7 @@ from services.errors import InvalidState, NotFound
 from services.login_passwords import draw_password
 from services.paging import Page, keyset_page, page_request
 from services.provisioners import Refused, TransientFailure, provisioner_from_settings
+from services.provisioning_attempts import finish_attempt, open_attempt
 from services.redemption_store import cents, programme_shard
 from services.runtime import Caller, Runtime
 
@@ -140,19 +142,32 @@ async def retry_provisioning(rt: Runtime, caller: Caller, order_id: str) -> Orde
     return order
 
 
-async def _cancel_platform_task(rt: Runtime, task_id: str) -> None:
+async def _cancel_platform_task(rt: Runtime, order_id: int, task_id: str) -> None:
     """DELETE the platform's running task before anything is given back: a card must not return
-    while the platform may still open its product."""
+    while the platform may still open its product. The call is one of the order's attempts:
+    CANCELLED, or TRANSIENT / REFUSED as it failed (and the cancel with it)."""
+    async with rt.db.write() as session:
+        # the job's row held, as a worker's claim holds it, so the attempt's number is not raced
+        await session.execute(
+            select(ProvisioningJob.id).where(ProvisioningJob.order_id == order_id).with_for_update()
+        )
+        attempt_id = await open_attempt(session, order_id, rt.now())
+    outcome, detail = AttemptOutcome.TRANSIENT, f"DELETE of task {task_id}: no answer"
     provisioner = provisioner_from_settings(rt)
     try:
         await provisioner.cancel(task_id)
+        outcome, detail = AttemptOutcome.CANCELLED, f"DELETE of task {task_id}: cancelled"
     except (TransientFailure, Refused) as exc:
+        outcome = AttemptOutcome.REFUSED if isinstance(exc, Refused) else AttemptOutcome.TRANSIENT
+        detail = f"DELETE of task {task_id}: {exc}"
         log.warning(
             "platform task %s not cancelled: %s", task_id, exc, extra={"event": "provisioning.cancel_failed"}
         )
         raise InvalidState(key="INVALID_STATE.platform_cancel_failed") from None
     finally:
         await provisioner.aclose()
+        async with rt.db.write() as session:
+            await finish_attempt(session, attempt_id, rt.now(), outcome, detail)
 
 
 async def cancel_order(rt: Runtime, caller: Caller, order_id: str) -> Order:
@@ -165,7 +180,7 @@ async def cancel_order(rt: Runtime, caller: Caller, order_id: str) -> Order:
         parsed = parse_id(order_id)
         seen = None if parsed is None else await session.get(Order, parsed)
     if seen is not None and seen.status is OrderStatus.PROVISIONING and seen.external_task_id is not None:
-        await _cancel_platform_task(rt, seen.external_task_id)
+        await _cancel_platform_task(rt, seen.id, seen.external_task_id)
     now = rt.now()
     async with rt.db.write() as session:
         order = await _recoverable_order(session, order_id)

@@ -200,6 +200,14 @@ async def test_cancelling_a_waiting_order_deletes_the_task_first_and_returns_the
     assert await card_status(prt, placed.card_id) is CardStatus.UNUSED
     state = await order_state(prt, placed.order_id)
     assert (state.job.status, state.job.password_cipher) == (JobStatus.FAILED, None)
+    # the DELETE is the order's last attempt, after the create the platform accepted
+    attempts = await attempts_of(prt, placed.order_id)
+    assert [(a.number, a.outcome) for a in attempts] == [
+        (1, AttemptOutcome.ACCEPTED),
+        (2, AttemptOutcome.CANCELLED),
+    ]
+    assert attempts[1].detail == f"DELETE of task task-{placed.order_no}: cancelled"
+    assert attempts[1].finished_at is not None
     # and no worker looks at the task again
     clock.advance(seconds=600)
     assert not await step(prt)
@@ -222,6 +230,14 @@ async def test_a_cancel_the_platform_does_not_answer_changes_nothing(prt, platfo
         before.job.run_after,
     )
     assert await card_status(prt, placed.card_id) is CardStatus.USED
+    # what did happen is listed: a DELETE that got no answer
+    attempts = await attempts_of(prt, placed.order_id)
+    assert [(a.number, a.outcome) for a in attempts] == [
+        (1, AttemptOutcome.ACCEPTED),
+        (2, AttemptOutcome.TRANSIENT),
+    ]
+    assert attempts[1].detail is not None
+    assert attempts[1].detail.startswith(f"DELETE of task task-{placed.order_no}: ")
 
 
 async def test_retrying_a_waiting_order_looks_at_its_task_now_with_a_fresh_deadline(
