@@ -31,7 +31,7 @@ from core.files import private_file, tighten_file
 from core.group_commit import GroupCommit
 from core.notify import Hub
 from core.settings import Settings
-from core.sql import POSTGRES, SQLITE, Codec, Plan, Sql
+from core.sql import POSTGRES, SQLITE, Codec, Plan, Rows, Sql
 
 T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -213,6 +213,14 @@ class Database:
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         return await loop.run_in_executor(self._reader_threads, context.run, self._sqlite_read, plan)
+
+    async def fetch(self, statement: Sql, arguments: Mapping[str, object]) -> Rows:
+        """One reading statement's rows, as `run_read` runs it (the drivers' own path)."""
+
+        def plan(_: Codec) -> Plan[Rows]:
+            return (yield statement, arguments)
+
+        return await self.run_read(plan)
 
     def _prepare_sqlite_file(self) -> None:
         """Before SQLite first opens the file: create it 0600 ourselves (SQLite would make it 0644;

@@ -10,14 +10,13 @@ import asyncio
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.security import TOKEN_PREFIX, TokenClaims, issue_token, read_token, verify_password
-from core.sql import Codec, Plan, Sql
+from core.sql import Sql
 from models import Role, User
 from services import audit, portal, ratelimit
 from services.errors import FieldProblem, InvalidInput, NotFound, Unauthenticated, WrongPassword
@@ -139,11 +138,8 @@ async def viewer_for_token(rt: Runtime, token: str) -> Viewer | None:
         return cached[0]
     generation = rt.viewer_cache.generation
 
-    def plan(_: Codec) -> Plan[Any]:
-        rows = yield TOKEN_USER, {"user_id": claims.user_id}
-        return rows[0] if rows else None
-
-    user = await rt.db.run_read(plan)
+    rows = await rt.db.fetch(TOKEN_USER, {"user_id": claims.user_id})
+    user = rows[0] if rows else None
     if user is None or user["token_version"] != claims.token_version or user["disabled_at"] is not None:
         rt.viewer_cache.pop(token, None)
         return None

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Select, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.sql import Plan, Sql
+from core.sql import Sql
 from models import (
     CardBatch,
     HostingPlan,
@@ -95,13 +95,6 @@ _LOOKS = {
 }
 
 
-async def _any_due(rt: Runtime, waiting: bool | None, now: datetime) -> bool:
-    def plan(_: Any) -> Plan[bool]:
-        return bool((yield _LOOKS[waiting], {"now": now}))
-
-    return await rt.db.run_read(plan)
-
-
 async def claim_job(rt: Runtime, worker_id: str) -> ClaimedJob | None:
     """Take the oldest due job of either kind (`claim_jobs`), or None."""
     claimed = await _claim(rt, worker_id, {None: 1})
@@ -124,7 +117,7 @@ async def _claim(rt: Runtime, worker_id: str, limits: dict[bool | None, int]) ->
     if not wanted:
         return []
     # one look for either kind when both are wanted
-    if not await _any_due(rt, wanted[0] if len(wanted) == 1 else None, now):
+    if not await rt.db.fetch(_LOOKS[wanted[0] if len(wanted) == 1 else None], {"now": now}):
         return []
     picks = [_pick(now, limits[waiting], waiting) for waiting in wanted]
     if not rt.db.is_sqlite:

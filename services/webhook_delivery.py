@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 from sqlalchemy import and_, bindparam, or_, select, update
 
-from core.sql import Plan, Sql
+from core.sql import Sql
 from models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookMessage
 from services import metrics
 from services import webhook_addresses as addresses
@@ -88,18 +88,11 @@ def _pick(now: Any, limit: int) -> Any:
 _LOOK = Sql(_pick(bindparam("now", type_=WebhookDelivery.next_attempt_at.type), 1))
 
 
-async def _any_due(rt: Runtime, now: datetime) -> bool:
-    def plan(_: Any) -> Plan[bool]:
-        return bool((yield _LOOK, {"now": now}))
-
-    return await rt.db.run_read(plan)
-
-
 async def claim_deliveries(rt: Runtime, worker_id: str, limit: int) -> list[ClaimedDelivery]:
     """Take up to `limit` due deliveries (PENDING, due, not leased or under an expired lease, of an
     enabled endpoint), oldest first, under a lease of TIHUO_WEBHOOK_LEASE_SECONDS."""
     now = rt.now()
-    if not await _any_due(rt, now):
+    if not await rt.db.fetch(_LOOK, {"now": now}):
         return []
     pick = _pick(now, limit)
     if not rt.db.is_sqlite:
